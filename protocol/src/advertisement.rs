@@ -116,9 +116,11 @@ impl Advertisement {
             }
             other_uuid = Some(uuid);
         }
-        Err(other_uuid.map_or(Error::MissingServiceData, |found| {
-            Error::WrongServiceUuid { found }
-        }))
+        Err(
+            other_uuid.map_or(Error::MissingServiceData, |found| Error::WrongServiceUuid {
+                found,
+            }),
+        )
     }
 }
 
@@ -160,7 +162,10 @@ mod tests {
     #[test]
     fn payload_layout() {
         let payload = sample().to_payload();
-        assert_eq!(&payload[..11], &[2, 1, 0x1a, 3, 3, 0x6f, 0xfd, 0x17, 0x16, 0x6f, 0xfd]);
+        assert_eq!(
+            &payload[..11],
+            &[2, 1, 0x1a, 3, 3, 0x6f, 0xfd, 0x17, 0x16, 0x6f, 0xfd]
+        );
         assert_eq!(&payload[11..27], &[0x11; 16]);
         assert_eq!(&payload[27..], &[1, 2, 3, 4]);
         assert_eq!(Advertisement::from_payload(&payload).unwrap(), sample());
@@ -186,7 +191,11 @@ mod tests {
         let data = sample().to_service_data();
         assert!(matches!(
             Advertisement::from_service_data(SERVICE_UUID, &data[..19]),
-            Err(Error::InvalidLength { expected: 20, actual: 19, .. })
+            Err(Error::InvalidLength {
+                expected: 20,
+                actual: 19,
+                ..
+            })
         ));
         let payload = sample().to_payload();
         assert!(matches!(
@@ -197,7 +206,13 @@ mod tests {
             Advertisement::from_payload(&[0; 32]),
             Err(Error::AdvertisementTooLong { .. })
         ));
-        assert!(matches!(Advertisement::from_payload(&[2, 1, 6]), Err(Error::MissingServiceData)));
-        assert!(matches!(Advertisement::from_payload(&[1, 0x16]), Err(Error::TruncatedAdStructure)));
+        assert!(matches!(
+            Advertisement::from_payload(&[2, 1, 6]),
+            Err(Error::MissingServiceData)
+        ));
+        assert!(matches!(
+            Advertisement::from_payload(&[1, 0x16]),
+            Err(Error::TruncatedAdStructure)
+        ));
     }
 }

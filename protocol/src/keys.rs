@@ -17,8 +17,8 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use crate::interval::{EK_ROLLING_PERIOD, EnIntervalNumber};
 use crate::Error;
+use crate::interval::{EK_ROLLING_PERIOD, EnIntervalNumber};
 
 /// Length in bytes of every key and identifier in the schedule.
 pub const KEY_LEN: usize = 16;
@@ -321,7 +321,10 @@ pub struct Metadata {
     pub tx_power_confidence: u8,
     /// Transmit power in dBm (byte 1).
     pub tx_power: i8,
-    /// Reserved bytes 2-3, zero when sent; kept as heard so that decryption round-trips.
+    /// Reserved bits 1-0 of byte 0, zero when sent; kept as heard so that decryption
+    /// round-trips.
+    pub reserved_bits: u8,
+    /// Reserved bytes 2-3, zero when sent; kept as heard.
     pub reserved: [u8; 2],
 }
 
@@ -333,6 +336,7 @@ impl Metadata {
             version_minor: 0,
             tx_power_confidence: 0,
             tx_power,
+            reserved_bits: 0,
             reserved: [0; 2],
         }
     }
@@ -341,7 +345,8 @@ impl Metadata {
     pub const fn to_bytes(&self) -> [u8; 4] {
         let version = ((self.version_major & 0b11) << 6)
             | ((self.version_minor & 0b11) << 4)
-            | ((self.tx_power_confidence & 0b11) << 2);
+            | ((self.tx_power_confidence & 0b11) << 2)
+            | (self.reserved_bits & 0b11);
         [
             version,
             self.tx_power as u8,
@@ -357,13 +362,17 @@ impl Metadata {
             version_minor: (bytes[0] >> 4) & 0b11,
             tx_power_confidence: (bytes[0] >> 2) & 0b11,
             tx_power: bytes[1] as i8,
+            reserved_bits: bytes[0] & 0b11,
             reserved: [bytes[2], bytes[3]],
         }
     }
 }
 
 /// Copies exactly `N` bytes out of a slice, or names what had the wrong length.
-pub(crate) fn fixed_bytes<const N: usize>(what: &'static str, bytes: &[u8]) -> Result<[u8; N], Error> {
+pub(crate) fn fixed_bytes<const N: usize>(
+    what: &'static str,
+    bytes: &[u8],
+) -> Result<[u8; N], Error> {
     bytes.try_into().map_err(|_| Error::InvalidLength {
         what,
         expected: N,
@@ -414,7 +423,14 @@ mod tests {
     #[test]
     fn wrong_length_is_an_error() {
         let err = TemporaryExposureKey::from_slice(&[0; 15]).unwrap_err();
-        assert!(matches!(err, Error::InvalidLength { expected: 16, actual: 15, .. }));
+        assert!(matches!(
+            err,
+            Error::InvalidLength {
+                expected: 16,
+                actual: 15,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -424,6 +440,7 @@ mod tests {
             version_minor: 2,
             tx_power_confidence: 3,
             tx_power: -12,
+            reserved_bits: 0,
             reserved: [0; 2],
         };
         assert_eq!(metadata.to_bytes(), [0b0110_1100, 0xf4, 0, 0]);

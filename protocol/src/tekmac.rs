@@ -124,9 +124,8 @@ impl TekMac {
         }
         let four_part = Self::compute(secret, keys).0.ct_eq(&self.0);
         let three_part = Self::compute_three_part(secret, keys).0.ct_eq(&self.0);
-        let all_risks_zero = subtle::Choice::from(u8::from(
-            keys.iter().all(|key| key.transmission_risk == 0),
-        ));
+        let all_risks_zero =
+            subtle::Choice::from(u8::from(keys.iter().all(|key| key.transmission_risk == 0)));
         if bool::from(four_part | (three_part & all_risks_zero)) {
             Ok(())
         } else {

@@ -5,9 +5,9 @@ mod common;
 
 use serde::Deserialize;
 use varsel_protocol::interval::{EK_ROLLING_PERIOD, EnIntervalNumber};
+use varsel_protocol::keys::DiagnosisKey;
 use varsel_protocol::keys::{Metadata, TemporaryExposureKey};
 use varsel_protocol::tekmac::{self, HmacKey, TekMac, UploadKey};
-use varsel_protocol::keys::DiagnosisKey;
 
 #[derive(Deserialize)]
 struct CryptoVectors {
@@ -53,11 +53,21 @@ fn en_crypto_v1_2_vectors() {
     assert_eq!(vectors.rpis.len(), 144);
     for (offset, (expected, rpi)) in (0u32..).zip(vectors.rpis.iter().zip(batch.iter())) {
         assert_eq!(expected.interval_number, start.value() + offset);
-        assert_eq!(hex::encode(rpi.as_bytes()), expected.rpi, "RPI of {}", expected.interval_number);
+        assert_eq!(
+            hex::encode(rpi.as_bytes()),
+            expected.rpi,
+            "RPI of {}",
+            expected.interval_number
+        );
         let single = rpik.rpi(EnIntervalNumber::new(expected.interval_number));
         assert_eq!(single, *rpi);
         let aem = aemk.encrypt(rpi, &metadata);
-        assert_eq!(hex::encode(aem.to_bytes()), expected.aem, "AEM of {}", expected.interval_number);
+        assert_eq!(
+            hex::encode(aem.to_bytes()),
+            expected.aem,
+            "AEM of {}",
+            expected.interval_number
+        );
         assert_eq!(aemk.decrypt(rpi, &aem), metadata);
     }
 }
@@ -108,7 +118,9 @@ fn tek_hmac_vectors() {
             .iter()
             .map(|key| UploadKey {
                 key: DiagnosisKey::from_slice(
-                    &base64::engine::general_purpose::STANDARD.decode(&key.key).unwrap(),
+                    &base64::engine::general_purpose::STANDARD
+                        .decode(&key.key)
+                        .unwrap(),
                 )
                 .unwrap(),
                 rolling_start: EnIntervalNumber::new(key.rolling_start),
@@ -144,7 +156,10 @@ fn three_part_tekmac_needs_zero_risks() {
 
     keys[0].transmission_risk = 4;
     assert!(three_part.verify(&secret, &keys).is_err());
-    assert_eq!(TekMac::compute(&secret, &keys).verify(&secret, &keys), Ok(()));
+    assert_eq!(
+        TekMac::compute(&secret, &keys).verify(&secret, &keys),
+        Ok(())
+    );
 }
 
 #[test]

@@ -82,7 +82,8 @@ impl ExportArchive {
         let mut archive =
             zip::ZipArchive::new(Cursor::new(zip)).map_err(|e| Error::Zip(e.to_string()))?;
         let names = entry_names(&mut archive)?;
-        if names != [EXPORT_BIN_NAME, EXPORT_SIG_NAME] && names != [EXPORT_SIG_NAME, EXPORT_BIN_NAME]
+        if names != [EXPORT_BIN_NAME, EXPORT_SIG_NAME]
+            && names != [EXPORT_SIG_NAME, EXPORT_BIN_NAME]
         {
             return Err(Error::ArchiveEntries { found: names });
         }
@@ -221,9 +222,9 @@ impl TryFrom<wire::TemporaryExposureKey> for ExportKey {
     /// Validates one key: 16 key bytes, a rolling start, a period of 1-144 (absent meaning 144)
     /// and a report type GAEN defines.
     fn try_from(key: wire::TemporaryExposureKey) -> Result<Self, Error> {
-        let key_data = key.key_data.ok_or(Error::MissingField {
-            field: "key_data",
-        })?;
+        let key_data = key
+            .key_data
+            .ok_or(Error::MissingField { field: "key_data" })?;
         let rolling_start = key
             .rolling_start_interval_number
             .ok_or(Error::MissingField {

@@ -1,11 +1,13 @@
 //! Signing exports and checking their signatures against trusted keys (`spec/protocol.md` §6.3).
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use p256::ecdsa::signature::hazmat::{PrehashSigner, PrehashVerifier};
 use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
 use p256::pkcs8::{DecodePublicKey, EncodePublicKey};
 
-use super::read::{ExportArchive, TekSignature};
 use super::SignatureInfo;
+use super::read::{ExportArchive, TekSignature};
 use crate::Error;
 
 /// Object identifier of ECDSA with SHA-256, the only export signature algorithm GAEN defines.
@@ -80,15 +82,26 @@ impl TrustedKey {
         }
     }
 
-    /// Reads a SubjectPublicKeyInfo in PEM form.
+    /// Reads a SubjectPublicKeyInfo in PEM form (`-----BEGIN PUBLIC KEY-----`), with base64
+    /// lines of any length, or as bare base64 of the DER bytes, as keys are often published.
     ///
     /// # Errors
     ///
     /// [`Error::InvalidPublicKey`].
     pub fn from_pem(pem: &str) -> Result<Self, Error> {
-        VerifyingKey::from_public_key_pem(pem.trim())
-            .map(Self::any_id)
-            .map_err(|_| Error::InvalidPublicKey)
+        const BEGIN: &str = "-----BEGIN PUBLIC KEY-----";
+        const END: &str = "-----END PUBLIC KEY-----";
+        if pem.len() > 4096 {
+            return Err(Error::InvalidPublicKey);
+        }
+        let text = pem.trim();
+        let body = match text.strip_prefix(BEGIN) {
+            Some(rest) => rest.strip_suffix(END).ok_or(Error::InvalidPublicKey)?,
+            None => text,
+        };
+        let base64: String = body.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+        let der = BASE64.decode(base64).map_err(|_| Error::InvalidPublicKey)?;
+        Self::from_der(&der)
     }
 
     /// Reads a SubjectPublicKeyInfo in DER form.

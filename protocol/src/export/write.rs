@@ -8,7 +8,9 @@ use zip::write::SimpleFileOptions;
 
 use super::signing::ExportSigner;
 use super::wire;
-use super::{EXPORT_BIN_HEADER, EXPORT_BIN_NAME, EXPORT_SIG_NAME, Export, ExportKey, SignatureInfo};
+use super::{
+    EXPORT_BIN_HEADER, EXPORT_BIN_NAME, EXPORT_SIG_NAME, Export, ExportKey, SignatureInfo,
+};
 use crate::Error;
 
 /// How the archive's entries are compressed.
@@ -110,7 +112,9 @@ fn zip_entries(bin: &[u8], sig: &[u8], compression: Compression) -> Result<Vec<u
     let zip_error = |e: &dyn std::fmt::Display| Error::Zip(e.to_string());
     let mut writer = zip::ZipWriter::new(Cursor::new(Vec::with_capacity(bin.len() + 4096)));
     for (name, bytes) in [(EXPORT_BIN_NAME, bin), (EXPORT_SIG_NAME, sig)] {
-        writer.start_file(name, options).map_err(|e| zip_error(&e))?;
+        writer
+            .start_file(name, options)
+            .map_err(|e| zip_error(&e))?;
         writer.write_all(bytes).map_err(|e| zip_error(&e))?;
     }
     let cursor = writer.finish().map_err(|e| zip_error(&e))?;
