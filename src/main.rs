@@ -1,10 +1,12 @@
 //! `varsel`: the one command users run.
 //!
 //! It holds the integrator tools that work on protocol data directly (`derive`, `export
-//! inspect`), the self-check `demo`, and hands `device` and `key-server` over to those crates.
+//! inspect`), the `demo` of the whole system, the protocol `selfcheck`, and hands `device` and
+//! `key-server` over to those crates.
 
 mod demo;
 mod inspect;
+mod selfcheck;
 
 use std::process::ExitCode;
 
@@ -24,14 +26,21 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the self-check: a fresh key, a day of identifiers, an advertisement, an upload HMAC
-    /// and a signed export, each checked as it is made.
+    /// Tell the whole story with real parts: a key server on loopback, three simulated phones,
+    /// a contact, a positive test, a report, an export, a sync and an alert.
     Demo,
+    /// Run the protocol self-check: a fresh key, a day of identifiers, an advertisement, an
+    /// upload HMAC and a signed export, each checked as it is made; prints JSON.
+    Selfcheck,
     /// Print the 144 identifiers of a Temporary Exposure Key as JSON.
     Derive(DeriveArgs),
     /// Work with diagnosis-key export files.
     #[command(subcommand)]
     Export(ExportCommand),
+    /// Varsel on this device: keys, Bluetooth, sync, exposures and reports.
+    Device(varsel_device::cli::Args),
+    /// The key server: serve, signing keys, health-authority accounts.
+    KeyServer(varsel_key_server::cli::Args),
 }
 
 #[derive(clap::Args)]
@@ -56,9 +65,12 @@ enum ExportCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
-        Command::Demo => demo::run().and_then(|report| print_json(&report)),
+        Command::Demo => demo::run(),
+        Command::Selfcheck => selfcheck::run().and_then(|report| print_json(&report)),
         Command::Derive(args) => derive(&args),
         Command::Export(ExportCommand::Inspect(args)) => inspect::run(&args),
+        Command::Device(args) => varsel_device::cli::run(args),
+        Command::KeyServer(args) => varsel_key_server::cli::run(args).map_err(Into::into),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

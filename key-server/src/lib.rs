@@ -1,1 +1,55 @@
-//! x
+//! Varsel's key server: health authorities issue one-time upload codes, devices exchange them
+//! for a signed certificate bound to their keys, and (on the key side) upload those keys for
+//! publication. The normative description of the verification routes is
+//! `spec/verification.md`.
+//!
+//! # Layout
+//!
+//! - [`config`]: the TOML configuration with environment overrides.
+//! - [`server`]: the process: routers merged, metrics, health, maintenance, `serve`.
+//! - [`verification`]: `POST /api/issue`, `/api/verify`, `/api/certificate` and the JWKS.
+//! - [`web`]: the health-authority staff pages.
+//! - [`certificate`]: token and certificate claims, and [`certificate::verify_certificate`].
+//! - [`codes`], [`authority`]: upload codes and authority accounts in sled.
+//! - [`signing`], [`jwt`]: ES256 signing keys and compact JWS.
+//! - [`ratelimit`], [`padding`]: guessing limits, response padding and chaff.
+//! - [`clock`]: the time source every component takes.
+//! - [`cli`]: the operator's commands.
+//! - [`Error`]: the one error type, mapped to responses in one place.
+//!
+//! # Limitations
+//!
+//! - sled allows one process per database, so `authority` and `keys` commands run while the
+//!   server is stopped; a rotated key is used after the next start.
+//! - Rate limits key on the TCP peer address; behind a reverse proxy every client shares one
+//!   bucket, so run the verification routes where they see client addresses.
+
+pub mod authority;
+pub mod certificate;
+pub mod cli;
+pub mod clock;
+pub mod codes;
+pub mod config;
+pub mod date;
+pub mod durability;
+pub mod exports;
+mod error;
+pub mod hashing;
+pub mod jwt;
+pub mod keyside;
+pub mod metrics;
+pub mod openapi;
+pub mod padding;
+pub mod publish;
+pub mod published;
+pub mod ratelimit;
+pub mod request;
+pub mod revision;
+pub mod server;
+pub mod signing;
+pub mod store;
+pub mod verification;
+pub mod web;
+pub mod worker;
+
+pub use error::{Error, Result, TokenRejection};

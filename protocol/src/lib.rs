@@ -34,8 +34,10 @@
 pub mod advertisement;
 mod error;
 pub mod export;
+pub mod export_stream;
 pub mod interval;
 pub mod keys;
+pub mod risk;
 pub mod tekmac;
 
 pub use error::Error;

@@ -1,0 +1,18 @@
+//! Fuzzes the one-pass `export.bin` decoder against the protobuf one: on any input both must
+//! accept with equal results or both refuse, and neither may panic.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use varsel_protocol::export::{ExportLimits, parse_export_bin};
+use varsel_protocol::export_stream;
+
+fuzz_target!(|data: &[u8]| {
+    let limits = ExportLimits::default();
+    let reference = parse_export_bin(data, &limits);
+    let one_pass = export_stream::parse_export_bin(data, &limits);
+    match (reference, one_pass) {
+        (Ok(reference), Ok(one_pass)) => assert_eq!(reference, one_pass),
+        (Err(_), Err(_)) => {}
+        (reference, one_pass) => panic!("decoders disagree: {reference:?} vs {one_pass:?}"),
+    }
+});

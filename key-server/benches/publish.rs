@@ -1,0 +1,205 @@
+//! The key side's two costs, measured against real components:
+//!
+//! 1. verified publishes per second over loopback: a real server with real sled databases in a
+//!    temporary directory; each `POST /v1/publish` carries 14 keys and its own certificate
+//!    (obtained beforehand through the verification routes, not timed), is checked (ES256,
+//!    tekmac, rules) and flushed to disk before its 200;
+//! 2. the time to pad, sort, split, sign and durably write the export of a window of 1,000,000
+//!    keys.
+//!
+//! `cargo bench -p varsel-key-server --bench publish`; `VARSEL_BENCH_N` sets the publishes
+//! (default 4,000) and `VARSEL_BENCH_CLIENTS` the concurrent clients (default 64).
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use rand::RngCore;
+use serde_json::{Value, json};
+use varsel_key_server::clock::{SharedClock, SystemClock};
+use varsel_key_server::config::Config;
+use varsel_key_server::exports::{ExportPolicy, ExportTree, Window, build_window};
+use varsel_key_server::server::KeyServer;
+use varsel_protocol::export::{ExportKey, ExportSigner, ReportType};
+use varsel_protocol::interval::EnIntervalNumber;
+use varsel_protocol::keys::{DiagnosisKey, TemporaryExposureKey};
+use varsel_protocol::tekmac::{HmacKey, TekMac, UploadKey};
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+fn setting(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+async fn post(client: &HttpClient, url: &str, headers: &[(&str, &str)], body: &Value) -> Value {
+    let mut request = hyper::Request::post(url).header("content-type", "application/json");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Full::new(Bytes::from(body.to_string()))).unwrap();
+    let response = client.request(request).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(status.is_success(), "{status}: {}", String::from_utf8_lossy(&bytes));
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+/// Fourteen keys of the past fourteen days.
+fn device_keys() -> Vec<UploadKey> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let today = EnIntervalNumber::from_unix_seconds(now.as_secs()).unwrap().day_start();
+    (1..=14)
+        .map(|day| UploadKey {
+            key: TemporaryExposureKey::generate(&mut rand_core::OsRng).into_diagnosis_key(),
+            rolling_start: EnIntervalNumber::new(today.value() - 144 * day),
+            rolling_period: 144,
+            transmission_risk: 3,
+        })
+        .collect()
+}
+
+/// A ready publish body: code issued, verified and exchanged for a certificate.
+async fn prepared_publish(client: &HttpClient, base: &str, api_key: &str) -> Value {
+    let issued = post(client, &format!("{base}/api/issue"), &[("x-api-key", api_key)], &json!({ "testType": "confirmed" })).await;
+    let accept = json!({ "code": issued["code"], "accept": ["confirmed"] });
+    let verified = post(client, &format!("{base}/api/verify"), &[], &accept).await;
+    let keys = device_keys();
+    let secret = HmacKey::generate(&mut rand_core::OsRng);
+    let exchange = json!({ "token": verified["token"], "ekeyhmac": TekMac::compute(&secret, &keys).to_base64() });
+    let certified = post(client, &format!("{base}/api/certificate"), &[], &exchange).await;
+    json!({
+        "temporaryExposureKeys": keys.iter().map(|key| json!({
+            "key": B64.encode(key.key.as_bytes()),
+            "rollingStartNumber": key.rolling_start.value(),
+            "rollingPeriod": key.rolling_period,
+            "transmissionRisk": key.transmission_risk,
+        })).collect::<Vec<_>>(),
+        "healthAuthorityID": "varsel",
+        "verificationPayload": certified["certificate"],
+        "hmacKey": secret.to_base64(),
+    })
+}
+
+async fn publishes_per_second(count: usize, clients: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.server.data_dir = dir.path().to_owned();
+    config.verification.daily_quota = 10_000_000;
+    config.verification.rate_limit.client_attempts_per_hour = 10_000_000;
+    config.verification.rate_limit.client_burst = 10_000_000;
+    let clock: SharedClock = Arc::new(SystemClock);
+    let server = KeyServer::open(&config, clock.clone()).unwrap();
+    let api_key = server
+        .verification()
+        .unwrap()
+        .authorities()
+        .add("Bench", None, clock.unix_seconds())
+        .unwrap()
+        .to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { server.run(listener, std::future::pending()).await.unwrap() });
+    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+
+    // Certificates first, through the verification routes; not timed.
+    let mut bodies = Vec::with_capacity(count);
+    let mut batch = Vec::new();
+    for _ in 0..count {
+        let (client, base, api_key) = (client.clone(), base.clone(), api_key.clone());
+        batch.push(tokio::spawn(async move { prepared_publish(&client, &base, &api_key).await }));
+        if batch.len() == clients {
+            for task in batch.drain(..) {
+                bodies.push(task.await.unwrap());
+            }
+        }
+    }
+    for task in batch {
+        bodies.push(task.await.unwrap());
+    }
+
+    eprintln!("{count} certificates ready; publishing");
+    let queue = Arc::new(Mutex::new(bodies));
+    let url = format!("{base}/v1/publish");
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..clients {
+        let (queue, client, url) = (queue.clone(), client.clone(), url.clone());
+        workers.push(tokio::spawn(async move {
+            loop {
+                let next = queue.lock().unwrap().pop();
+                let Some(body) = next else { break };
+                let answer = post(&client, &url, &[], &body).await;
+                assert_eq!(answer["insertedExposures"], 14);
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "publish: {count} verified publishes of 14 keys, {clients} clients: {:.0} publishes/s \
+         ({:.2} s)",
+        count as f64 / elapsed.as_secs_f64(),
+        elapsed.as_secs_f64()
+    );
+}
+
+fn export_of_a_million() {
+    const KEYS: usize = 1_000_000;
+    let mut rng = rand::thread_rng();
+    let keys: Vec<ExportKey> = (0..KEYS)
+        .map(|i| {
+            let mut bytes = [0u8; 16];
+            rng.fill_bytes(&mut bytes);
+            ExportKey {
+                key: DiagnosisKey::from_bytes(bytes),
+                transmission_risk_level: 3,
+                rolling_start: EnIntervalNumber::new(2_950_000 + 144 * (i as u32 % 14)),
+                rolling_period: 144,
+                report_type: Some(ReportType::ConfirmedTest),
+                days_since_onset_of_symptoms: Some((i % 14) as i32 - 3),
+            }
+        })
+        .collect();
+    let signer = ExportSigner::new(p256::ecdsa::SigningKey::random(&mut rand_core::OsRng), "varsel", "v1");
+    let dir = tempfile::tempdir().unwrap();
+    let tree = ExportTree::open(dir.path()).unwrap();
+    let window = Window { start: 1_770_000_000, end: 1_770_003_600 };
+
+    for (name, policy) in [
+        ("deflated", ExportPolicy::default()),
+        ("stored", ExportPolicy { compression: varsel_protocol::export::Compression::Stored, ..ExportPolicy::default() }),
+    ] {
+        let started = Instant::now();
+        let files = build_window(window, keys.clone(), Vec::new(), &policy, std::slice::from_ref(&signer)).unwrap();
+        let built = started.elapsed();
+        for file in &files {
+            tree.write_file(&file.path, &file.bytes).unwrap();
+        }
+        let elapsed = started.elapsed();
+        let bytes: usize = files.iter().map(|file| file.bytes.len()).sum();
+        println!(
+            "export ({name}): {KEYS} keys in {} signed files ({:.1} MB): {:.2} s to pad, sort, \
+             split, sign and zip, {:.2} s with durable writes",
+            files.len(),
+            bytes as f64 / 1e6,
+            built.as_secs_f64(),
+            elapsed.as_secs_f64()
+        );
+    }
+}
+
+fn main() {
+    let count = setting("VARSEL_BENCH_N", 4_000);
+    let clients = setting("VARSEL_BENCH_CLIENTS", 64);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    runtime.block_on(publishes_per_second(count, clients));
+    export_of_a_million();
+}

@@ -1,0 +1,203 @@
+//! The export worker (`spec/key-server.md`, "Exports"): turns every window that has ended long
+//! enough ago into signed files, keeps `index.txt` listing the live ones, and deletes keys and
+//! files past retention. Each run is resumable: a window is recorded as done only after its
+//! files are on disk, and a window redone after a crash overwrites its own files.
+
+use std::time::Duration;
+
+use varsel_protocol::export::{ExportKey, ExportSigner};
+
+use crate::clock::SharedClock;
+use crate::error::{Error, Result};
+use crate::exports::{ExportPolicy, ExportTree, Window, build_window, parse_file_path};
+use crate::published::PublishedKeys;
+
+/// Key of the next window to export, in the worker's state tree.
+const NEXT_WINDOW: &[u8] = b"next_window_start";
+
+/// When windows close and how long things live.
+#[derive(Clone, Debug)]
+pub struct Schedule {
+    /// Length of a window, in seconds (default one hour).
+    pub window_seconds: u64,
+    /// A window is exported only once it ended at least this long ago, in seconds.
+    pub min_window_age_seconds: u64,
+    /// Keys and files older than this are deleted, in seconds (default 14 days).
+    pub retention_seconds: u64,
+}
+
+impl Default for Schedule {
+    fn default() -> Self {
+        Self {
+            window_seconds: 3_600,
+            min_window_age_seconds: 2 * 3_600,
+            retention_seconds: 14 * 86_400,
+        }
+    }
+}
+
+/// What one run did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    /// Files written.
+    pub files_written: Vec<String>,
+    /// Keys in them, fake ones included.
+    pub keys_written: usize,
+    /// Keys deleted by retention.
+    pub keys_deleted: usize,
+    /// Files deleted by retention.
+    pub files_deleted: usize,
+}
+
+/// Everything the worker needs.
+#[derive(Clone)]
+pub struct ExportWorker {
+    /// The uploaded keys.
+    pub keys: PublishedKeys,
+    /// Which windows are done and which files are live: `f` ‖ path → window end.
+    pub state: sled::Tree,
+    /// Where files go.
+    pub tree: ExportTree,
+    /// How files are made.
+    pub policy: ExportPolicy,
+    /// When windows close.
+    pub schedule: Schedule,
+    /// Who signs.
+    pub signers: Vec<ExportSigner>,
+    /// The time.
+    pub clock: SharedClock,
+}
+
+impl ExportWorker {
+    /// Exports every due window, applies retention and rewrites the index.
+    ///
+    /// # Errors
+    ///
+    /// Storage, file and signing failures; the next run starts where this one stopped.
+    pub fn run_once(&self) -> Result<RunSummary> {
+        let now = self.clock.unix_seconds();
+        let mut summary = RunSummary::default();
+        self.export_due_windows(now, &mut summary)?;
+        self.apply_retention(now, &mut summary)?;
+        self.tree.write_index(&self.live_files()?)?;
+        Ok(summary)
+    }
+
+    /// Runs [`run_once`](Self::run_once) every `every` until `shutdown` completes.
+    pub async fn run(self, every: Duration, shutdown: impl Future<Output = ()>) {
+        let mut ticks = tokio::time::interval(every);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => return,
+                _ = ticks.tick() => {}
+            }
+            let worker = self.clone();
+            match tokio::task::spawn_blocking(move || worker.run_once()).await {
+                Ok(Ok(summary)) if !summary.files_written.is_empty() => tracing::info!(
+                    files = summary.files_written.len(),
+                    keys = summary.keys_written,
+                    "exported"
+                ),
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => tracing::error!(%error, "export run failed"),
+                Err(error) => tracing::error!(%error, "export run panicked"),
+            }
+        }
+    }
+
+    fn export_due_windows(&self, now: u64, summary: &mut RunSummary) -> Result<()> {
+        let length = self.schedule.window_seconds.max(1);
+        let latest_end = now.saturating_sub(self.schedule.min_window_age_seconds);
+        let mut start = self.next_window_start()?;
+        // Jump from one window that holds anything to the next; empty windows write nothing.
+        while let Some(next) = self.keys.next_release_from(start)? {
+            let window_start = (next / length * length).max(start);
+            let window = Window { start: window_start, end: window_start + length };
+            if window.end > latest_end {
+                break;
+            }
+            self.export_window(window, summary)?;
+            self.set_next_window_start(window.end)?;
+            start = window.end;
+        }
+        Ok(())
+    }
+
+    /// Writes one window: keys released in it, with their current report type, and keys
+    /// revised in it that were published in an earlier window.
+    fn export_window(&self, window: Window, summary: &mut RunSummary) -> Result<()> {
+        let released = self.keys.released_in(window.start, window.end)?;
+        let revised = self.keys.revised_in(window.start, window.end)?;
+        let keys: Vec<ExportKey> = released.into_iter().map(|stored| stored.key).collect();
+        let revised: Vec<ExportKey> = revised
+            .into_iter()
+            .filter(|stored| stored.release_at < window.start)
+            .map(|stored| stored.key)
+            .collect();
+
+        let files = build_window(window, keys, revised, &self.policy, &self.signers)?;
+        for file in &files {
+            self.tree.write_file(&file.path, &file.bytes)?;
+            self.state.insert(file_key(&file.path), &window.end.to_be_bytes())?;
+            summary.keys_written += file.key_count;
+            summary.files_written.push(file.path.clone());
+        }
+        Ok(())
+    }
+
+    fn apply_retention(&self, now: u64, summary: &mut RunSummary) -> Result<()> {
+        let cutoff = now.saturating_sub(self.schedule.retention_seconds);
+        summary.keys_deleted = self.keys.delete_released_before(cutoff)?;
+        self.keys.forget_certificates_before(now)?;
+        for entry in self.state.scan_prefix(b"f") {
+            let (key, end) = entry?;
+            let end = u64::from_be_bytes(
+                end.as_ref().try_into().map_err(|_| Error::Corrupt("export state"))?,
+            );
+            if end < cutoff {
+                let path = String::from_utf8_lossy(&key[1..]).into_owned();
+                self.tree.remove_file(&path)?;
+                self.state.remove(key)?;
+                summary.files_deleted += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Live files, oldest window first.
+    fn live_files(&self) -> Result<Vec<String>> {
+        let mut files = Vec::new();
+        for entry in self.state.scan_prefix(b"f") {
+            let (key, _) = entry?;
+            let path = String::from_utf8_lossy(&key[1..]).into_owned();
+            if let Some((_, start, end)) = parse_file_path(&path) {
+                files.push((start, end, path));
+            }
+        }
+        files.sort();
+        Ok(files.into_iter().map(|(_, _, path)| path).collect())
+    }
+
+    fn next_window_start(&self) -> Result<u64> {
+        Ok(match self.state.get(NEXT_WINDOW)? {
+            Some(bytes) => u64::from_be_bytes(
+                bytes.as_ref().try_into().map_err(|_| Error::Corrupt("export state"))?,
+            ),
+            None => 0,
+        })
+    }
+
+    fn set_next_window_start(&self, start: u64) -> Result<()> {
+        self.state.insert(NEXT_WINDOW, &start.to_be_bytes())?;
+        self.state.flush()?;
+        Ok(())
+    }
+}
+
+fn file_key(path: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(path.len() + 1);
+    key.push(b'f');
+    key.extend_from_slice(path.as_bytes());
+    key
+}
