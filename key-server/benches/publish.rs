@@ -34,7 +34,10 @@ use varsel_protocol::tekmac::{HmacKey, TekMac, UploadKey};
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 fn setting(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 async fn post(client: &HttpClient, url: &str, headers: &[(&str, &str)], body: &Value) -> Value {
@@ -42,18 +45,28 @@ async fn post(client: &HttpClient, url: &str, headers: &[(&str, &str)], body: &V
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    let request = request.body(Full::new(Bytes::from(body.to_string()))).unwrap();
+    let request = request
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap();
     let response = client.request(request).await.unwrap();
     let status = response.status();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    assert!(status.is_success(), "{status}: {}", String::from_utf8_lossy(&bytes));
+    assert!(
+        status.is_success(),
+        "{status}: {}",
+        String::from_utf8_lossy(&bytes)
+    );
     serde_json::from_slice(&bytes).unwrap()
 }
 
 /// Fourteen keys of the past fourteen days.
 fn device_keys() -> Vec<UploadKey> {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
-    let today = EnIntervalNumber::from_unix_seconds(now.as_secs()).unwrap().day_start();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let today = EnIntervalNumber::from_unix_seconds(now.as_secs())
+        .unwrap()
+        .day_start();
     (1..=14)
         .map(|day| UploadKey {
             key: TemporaryExposureKey::generate(&mut rand_core::OsRng).into_diagnosis_key(),
@@ -66,12 +79,19 @@ fn device_keys() -> Vec<UploadKey> {
 
 /// A ready publish body: code issued, verified and exchanged for a certificate.
 async fn prepared_publish(client: &HttpClient, base: &str, api_key: &str) -> Value {
-    let issued = post(client, &format!("{base}/api/issue"), &[("x-api-key", api_key)], &json!({ "testType": "confirmed" })).await;
+    let issued = post(
+        client,
+        &format!("{base}/api/issue"),
+        &[("x-api-key", api_key)],
+        &json!({ "testType": "confirmed" }),
+    )
+    .await;
     let accept = json!({ "code": issued["code"], "accept": ["confirmed"] });
     let verified = post(client, &format!("{base}/api/verify"), &[], &accept).await;
     let keys = device_keys();
     let secret = HmacKey::generate(&mut rand_core::OsRng);
-    let exchange = json!({ "token": verified["token"], "ekeyhmac": TekMac::compute(&secret, &keys).to_base64() });
+    let tekmac = TekMac::compute(&secret, &keys).to_base64();
+    let exchange = json!({ "token": verified["token"], "ekeyhmac": tekmac });
     let certified = post(client, &format!("{base}/api/certificate"), &[], &exchange).await;
     json!({
         "temporaryExposureKeys": keys.iter().map(|key| json!({
@@ -112,7 +132,9 @@ async fn publishes_per_second(count: usize, clients: usize) {
     let mut batch = Vec::new();
     for _ in 0..count {
         let (client, base, api_key) = (client.clone(), base.clone(), api_key.clone());
-        batch.push(tokio::spawn(async move { prepared_publish(&client, &base, &api_key).await }));
+        batch.push(tokio::spawn(async move {
+            prepared_publish(&client, &base, &api_key).await
+        }));
         if batch.len() == clients {
             for task in batch.drain(..) {
                 bodies.push(task.await.unwrap());
@@ -168,17 +190,37 @@ fn export_of_a_million() {
             }
         })
         .collect();
-    let signer = ExportSigner::new(p256::ecdsa::SigningKey::random(&mut rand_core::OsRng), "varsel", "v1");
+    let signer = ExportSigner::new(
+        p256::ecdsa::SigningKey::random(&mut rand_core::OsRng),
+        "varsel",
+        "v1",
+    );
     let dir = tempfile::tempdir().unwrap();
     let tree = ExportTree::open(dir.path()).unwrap();
-    let window = Window { start: 1_770_000_000, end: 1_770_003_600 };
+    let window = Window {
+        start: 1_770_000_000,
+        end: 1_770_003_600,
+    };
 
     for (name, policy) in [
         ("deflated", ExportPolicy::default()),
-        ("stored", ExportPolicy { compression: varsel_protocol::export::Compression::Stored, ..ExportPolicy::default() }),
+        (
+            "stored",
+            ExportPolicy {
+                compression: varsel_protocol::export::Compression::Stored,
+                ..ExportPolicy::default()
+            },
+        ),
     ] {
         let started = Instant::now();
-        let files = build_window(window, keys.clone(), Vec::new(), &policy, std::slice::from_ref(&signer)).unwrap();
+        let files = build_window(
+            window,
+            keys.clone(),
+            Vec::new(),
+            &policy,
+            std::slice::from_ref(&signer),
+        )
+        .unwrap();
         let built = started.elapsed();
         for file in &files {
             tree.write_file(&file.path, &file.bytes).unwrap();
@@ -199,7 +241,10 @@ fn export_of_a_million() {
 fn main() {
     let count = setting("VARSEL_BENCH_N", 4_000);
     let clients = setting("VARSEL_BENCH_CLIENTS", 64);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(publishes_per_second(count, clients));
     export_of_a_million();
 }

@@ -117,10 +117,10 @@ pub fn run(args: Args) -> Result<()> {
 
 fn serve(config: &Config, clock: SharedClock) -> Result<()> {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .with_env_filter(log_filter(
+            std::env::var("RUST_LOG").as_deref().unwrap_or("info"),
+        ))
         .try_init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -133,6 +133,17 @@ fn serve(config: &Config, clock: SharedClock) -> Result<()> {
         tracing::info!("key server stopped");
         Ok(())
     })
+}
+
+/// The log filter of `serve`: `directives` (`RUST_LOG` syntax), with axum's connection events
+/// switched off at every level because they name the client's address.
+pub fn log_filter(directives: &str) -> tracing_subscriber::EnvFilter {
+    let filter = tracing_subscriber::EnvFilter::try_new(directives)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    match "axum::serve=off".parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -179,7 +190,9 @@ fn exports(config: &Config, clock: SharedClock, command: ExportsCommand) -> Resu
             if consistent {
                 Ok(())
             } else {
-                Err(crate::Error::Config("the export tree has problems".to_owned()))
+                Err(crate::Error::Config(
+                    "the export tree has problems".to_owned(),
+                ))
             }
         }
     }

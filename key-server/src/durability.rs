@@ -47,7 +47,10 @@ impl GroupCommit {
     ///
     /// [`Error::Io`] when the thread cannot start.
     pub fn start(db: sled::Db) -> Result<Self> {
-        let shared = Arc::new(Shared { requests: Mutex::default(), wake: Condvar::new() });
+        let shared = Arc::new(Shared {
+            requests: Mutex::default(),
+            wake: Condvar::new(),
+        });
         let (report, progress) = watch::channel(Progress::default());
         let flusher = shared.clone();
         std::thread::Builder::new()
@@ -82,7 +85,10 @@ impl GroupCommit {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Requests> {
-        self.shared.requests.lock().unwrap_or_else(PoisonError::into_inner)
+        self.shared
+            .requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -98,7 +104,10 @@ fn flush_loop(db: &sled::Db, shared: &Shared, report: &watch::Sender<Progress>) 
     let mut done = 0u64;
     loop {
         let target = {
-            let mut requests = shared.requests.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut requests = shared
+                .requests
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             while requests.issued == done && !requests.stopping {
                 requests = shared
                     .wake

@@ -111,8 +111,13 @@ pub fn build_window(
         .map(|export| {
             let path = file_path(&policy.region, export.start_timestamp, export.end_timestamp);
             let key_count = export.keys.len() + export.revised_keys.len();
-            let bytes = write_archive(export, signers, policy.compression).map_err(Error::Export)?;
-            Ok(ExportFile { path, bytes, key_count })
+            let bytes =
+                write_archive(export, signers, policy.compression).map_err(Error::Export)?;
+            Ok(ExportFile {
+                path,
+                bytes,
+                key_count,
+            })
         })
         .collect()
 }
@@ -216,7 +221,11 @@ impl ExportTree {
     /// [`Error::Io`].
     pub fn read_index(&self) -> Result<Vec<String>> {
         match std::fs::read_to_string(self.root.join(INDEX_FILE)) {
-            Ok(text) => Ok(text.lines().filter(|line| !line.is_empty()).map(String::from).collect()),
+            Ok(text) => Ok(text
+                .lines()
+                .filter(|line| !line.is_empty())
+                .map(String::from)
+                .collect()),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(error) => Err(error.into()),
         }
@@ -301,11 +310,15 @@ pub fn verify_tree(tree: &ExportTree, trusted: &TrustedKeys) -> Result<TreeRepor
     let mut previous: Option<(u64, u64)> = None;
     for path in &index {
         let Some((_, start, end)) = parse_file_path(path) else {
-            report.problems.push(format!("{path}: not a name this server writes"));
+            report
+                .problems
+                .push(format!("{path}: not a name this server writes"));
             continue;
         };
         if previous.is_some_and(|before| before >= (start, end)) {
-            report.problems.push(format!("{path}: listed out of order or twice"));
+            report
+                .problems
+                .push(format!("{path}: listed out of order or twice"));
         }
         previous = Some((start, end));
         match check_file(tree, path, trusted) {
@@ -318,7 +331,9 @@ pub fn verify_tree(tree: &ExportTree, trusted: &TrustedKeys) -> Result<TreeRepor
     }
     for path in tree.zip_files()? {
         if !index.contains(&path) {
-            report.problems.push(format!("{path}: present but not in {INDEX_FILE}"));
+            report
+                .problems
+                .push(format!("{path}: present but not in {INDEX_FILE}"));
         }
     }
     Ok(report)
@@ -350,30 +365,57 @@ mod tests {
     }
 
     fn signer() -> ExportSigner {
-        ExportSigner::new(p256::ecdsa::SigningKey::from_slice(&[9; 32]).unwrap(), "1", "v1")
+        ExportSigner::new(
+            p256::ecdsa::SigningKey::from_slice(&[9; 32]).unwrap(),
+            "1",
+            "v1",
+        )
     }
 
-    const WINDOW: Window = Window { start: 1_700_000_000, end: 1_700_003_600 };
+    const WINDOW: Window = Window {
+        start: 1_700_000_000,
+        end: 1_700_003_600,
+    };
 
     #[test]
     fn windows_are_padded_with_lookalike_keys() {
-        let policy = ExportPolicy { min_keys: 50, padding_jitter: 10, ..ExportPolicy::default() };
-        let files = build_window(WINDOW, vec![key(1), key(2)], Vec::new(), &policy, &[signer()])
-            .unwrap();
+        let policy = ExportPolicy {
+            min_keys: 50,
+            padding_jitter: 10,
+            ..ExportPolicy::default()
+        };
+        let files = build_window(
+            WINDOW,
+            vec![key(1), key(2)],
+            Vec::new(),
+            &policy,
+            &[signer()],
+        )
+        .unwrap();
         assert_eq!(files.len(), 1);
         let archive = ExportArchive::read(&files[0].bytes, &ExportLimits::default()).unwrap();
         let keys = &archive.export.keys;
         assert!((50..=60).contains(&keys.len()), "{} keys", keys.len());
-        assert!(keys.iter().any(|k| k.key == key(1).key) && keys.iter().any(|k| k.key == key(2).key));
-        assert!(keys.iter().all(|k| k.report_type == Some(ReportType::ConfirmedTest)
-            && k.days_since_onset_of_symptoms == Some(2)));
+        assert!(
+            keys.iter().any(|k| k.key == key(1).key) && keys.iter().any(|k| k.key == key(2).key)
+        );
+        assert!(
+            keys.iter()
+                .all(|k| k.report_type == Some(ReportType::ConfirmedTest)
+                    && k.days_since_onset_of_symptoms == Some(2))
+        );
         assert!(keys.windows(2).all(|pair| pair[0].key < pair[1].key));
     }
 
     #[test]
     fn empty_windows_write_nothing() {
-        let files =
-            build_window(WINDOW, Vec::new(), Vec::new(), &ExportPolicy::default(), &[signer()]);
+        let files = build_window(
+            WINDOW,
+            Vec::new(),
+            Vec::new(),
+            &ExportPolicy::default(),
+            &[signer()],
+        );
         assert!(files.unwrap().is_empty());
     }
 
@@ -394,7 +436,10 @@ mod tests {
         assert_eq!(total, 26);
         for file in &files {
             let archive = ExportArchive::read(&file.bytes, &ExportLimits::default()).unwrap();
-            assert_eq!((archive.export.batch_num, archive.export.batch_size), (1, 1));
+            assert_eq!(
+                (archive.export.batch_num, archive.export.batch_size),
+                (1, 1)
+            );
         }
     }
 
@@ -402,19 +447,27 @@ mod tests {
     fn tree_verification_finds_problems() {
         let directory = tempfile::tempdir().unwrap();
         let tree = ExportTree::open(directory.path()).unwrap();
-        let files =
-            build_window(WINDOW, vec![key(1)], Vec::new(), &ExportPolicy::default(), &[signer()])
-                .unwrap();
+        let files = build_window(
+            WINDOW,
+            vec![key(1)],
+            Vec::new(),
+            &ExportPolicy::default(),
+            &[signer()],
+        )
+        .unwrap();
         tree.write_file(&files[0].path, &files[0].bytes).unwrap();
         tree.write_index(&[files[0].path.clone()]).unwrap();
-        let trusted: TrustedKeys = [TrustedKey::any_id(signer().verifying_key())].into_iter().collect();
+        let trusted: TrustedKeys = [TrustedKey::any_id(signer().verifying_key())]
+            .into_iter()
+            .collect();
 
         let report = verify_tree(&tree, &trusted).unwrap();
         assert!(report.problems.is_empty(), "{:?}", report.problems);
         assert_eq!(report.verified.len(), 1);
 
         tree.write_file("XX/1-2.zip", b"not a zip").unwrap();
-        tree.write_index(&[files[0].path.clone(), "XX/1-2.zip".into()]).unwrap();
+        tree.write_index(&[files[0].path.clone(), "XX/1-2.zip".into()])
+            .unwrap();
         let report = verify_tree(&tree, &TrustedKeys::new()).unwrap();
         assert_eq!(report.problems.len(), 3, "{:?}", report.problems);
         assert!(tree.write_file("../escape.zip", b"").is_err());

@@ -3,9 +3,10 @@
 //! signing keys and their own configuration sections, so that an operator can run them apart
 //! from the verification routes.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
@@ -13,6 +14,7 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 use varsel_protocol::export::{Compression, ExportSigner, TrustedKey, TrustedKeys};
 use varsel_protocol::interval::EnIntervalNumber;
@@ -111,6 +113,7 @@ pub struct KeyService {
 struct Inner {
     db: sled::Db,
     commit: GroupCommit,
+    latency: LatencyMirror,
     publisher: Publisher,
     worker: ExportWorker,
     clock: SharedClock,
@@ -167,7 +170,10 @@ impl KeyService {
         };
         let exports = &config.exports;
         let tree = ExportTree::open(
-            exports.directory.clone().unwrap_or_else(|| config.server.data_dir.join("exports")),
+            exports
+                .directory
+                .clone()
+                .unwrap_or_else(|| config.server.data_dir.join("exports")),
         )?;
         let ring = KeyRing::open(db.open_tree("export_signing_keys")?, clock.unix_seconds())?;
         let worker = ExportWorker {
@@ -181,8 +187,18 @@ impl KeyService {
         };
         let worker_interval = Duration::from_secs(exports.worker_interval_seconds.max(1));
         let commit = GroupCommit::start(db.clone())?;
-        let inner = Inner { db, commit, publisher, worker, clock, worker_interval };
-        Ok(Self { inner: Arc::new(inner) })
+        let inner = Inner {
+            db,
+            commit,
+            latency: LatencyMirror::default(),
+            publisher,
+            worker,
+            clock,
+            worker_interval,
+        };
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
     }
 
     /// `POST /v1/publish` and `GET /exports/...`.
@@ -242,7 +258,9 @@ impl KeyService {
     pub fn dump(&self) -> Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> {
         let mut all = Vec::new();
         for name in self.inner.db.tree_names() {
-            let Ok(tree) = self.inner.db.open_tree(&name) else { continue };
+            let Ok(tree) = self.inner.db.open_tree(&name) else {
+                continue;
+            };
             for (key, value) in tree.iter().flatten() {
                 all.push((name.to_vec(), key.to_vec(), value.to_vec()));
             }
@@ -266,7 +284,11 @@ fn policy(config: &ExportConfig) -> ExportPolicy {
         min_keys: config.min_keys,
         padding_jitter: config.padding_jitter,
         max_keys_per_file: config.max_keys_per_file.max(1),
-        compression: if config.stored { Compression::Stored } else { Compression::Deflated },
+        compression: if config.stored {
+            Compression::Stored
+        } else {
+            Compression::Deflated
+        },
     }
 }
 
@@ -310,17 +332,17 @@ async fn publish(State(service): State<KeyService>, Chaff(chaff): Chaff, body: B
     }
 }
 
-async fn publish_inner(
-    service: &KeyService,
-    chaff: bool,
-    body: Body,
-) -> Result<serde_json::Value> {
+async fn publish_inner(service: &KeyService, chaff: bool, body: Body) -> Result<serde_json::Value> {
+    let started = Instant::now();
     let bytes = read_limited(body, MAX_PUBLISH_BODY_BYTES).await?;
     let request: PublishRequest = crate::request::parse_json(&bytes)?;
     let inner = service.inner.clone();
     if chaff {
         let body = chaff_answer(&inner.publisher.revision_key, &request);
         inner.commit.durable().await?;
+        tokio::time::sleep(inner.latency.sample().saturating_sub(started.elapsed())).await;
+        let inserted = request.temporary_exposure_keys.len();
+        tracing::info!(inserted, dropped = 0, "published");
         return Ok(body);
     }
 
@@ -330,8 +352,43 @@ async fn publish_inner(
         .await
         .map_err(|_| Error::Corrupt("publish task"))??;
     inner.commit.durable().await?;
-    tracing::info!(inserted = outcome.inserted, dropped = outcome.dropped.len(), "published");
+    inner.latency.record(started.elapsed());
+    tracing::info!(
+        inserted = outcome.inserted,
+        dropped = outcome.dropped.len(),
+        "published"
+    );
     Ok(outcome.to_json())
+}
+
+/// Recent durations of real publishes, so that a chaff answer takes as long as a real one
+/// would: each chaff request waits for a duration drawn from this sample.
+#[derive(Debug, Default)]
+struct LatencyMirror {
+    recent: Mutex<VecDeque<Duration>>,
+}
+
+impl LatencyMirror {
+    /// Durations remembered.
+    const CAPACITY: usize = 256;
+    /// What a chaff request takes before any real publish has been seen.
+    const INITIAL: Duration = Duration::from_millis(2);
+
+    fn record(&self, elapsed: Duration) {
+        let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        if recent.len() == Self::CAPACITY {
+            recent.pop_front();
+        }
+        recent.push_back(elapsed);
+    }
+
+    fn sample(&self) -> Duration {
+        let recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        if recent.is_empty() {
+            return Self::INITIAL;
+        }
+        recent[rand::thread_rng().gen_range(0..recent.len())]
+    }
 }
 
 /// The answer to a chaff upload: the same fields and sizes as a real one, and no state.
@@ -339,7 +396,12 @@ fn chaff_answer(revision_key: &RevisionKey, request: &PublishRequest) -> serde_j
     let keys = request
         .temporary_exposure_keys
         .iter()
-        .map(|key| (DiagnosisKey::from_bytes([0; 16]), EnIntervalNumber::new(key.rolling_start_number)))
+        .map(|key| {
+            (
+                DiagnosisKey::from_bytes([0; 16]),
+                EnIntervalNumber::new(key.rolling_start_number),
+            )
+        })
         .collect();
     serde_json::json!({
         "insertedExposures": request.temporary_exposure_keys.len(),
@@ -365,7 +427,10 @@ async fn export_file(State(service): State<KeyService>, Path(path): Path<String>
         ("application/zip", "public, max-age=31536000, immutable")
     };
     (
-        [(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, cache)],
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, cache),
+        ],
         bytes,
     )
         .into_response()
@@ -443,4 +508,22 @@ pub fn verify_exports(service: &KeyService) -> Result<(String, bool)> {
         out.push_str(&format!("problem: {problem}\n"));
     }
     Ok((out, report.problems.is_empty()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chaff_waits_as_long_as_a_recent_real_publish() {
+        let mirror = LatencyMirror::default();
+        assert_eq!(mirror.sample(), LatencyMirror::INITIAL);
+        for millis in 1..=300 {
+            mirror.record(Duration::from_millis(millis));
+        }
+        for _ in 0..100 {
+            let sample = mirror.sample();
+            assert!((45..=300).contains(&sample.as_millis()), "{sample:?}");
+        }
+    }
 }

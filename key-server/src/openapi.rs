@@ -14,7 +14,7 @@ pub fn render() -> String {
 /// The OpenAPI 3.1 document of the server's routes.
 pub fn document() -> Value {
     let mut paths = Map::new();
-    for part in [operations_paths(), verification_paths(), staff_paths()] {
+    for part in [operations_paths(), verification_paths(), staff_paths(), key_paths()] {
         if let Value::Object(part) = part {
             paths.extend(part);
         }
@@ -25,7 +25,7 @@ pub fn document() -> Value {
             "title": "Varsel key server",
             "version": env!("CARGO_PKG_VERSION"),
             "description": "Upload codes, verification tokens and certificates \
-                (spec/verification.md). Every JSON response carries a random `padding` field; \
+                (spec/verification.md); key uploads and export files (spec/key-server.md). Every JSON response carries a random `padding` field; \
                 every JSON request accepts one and an `X-Chaff` header.",
         },
         "paths": paths,
@@ -121,6 +121,68 @@ fn staff_paths() -> Value {
     })
 }
 
+/// The key side: `POST /v1/publish` and the export tree (`spec/key-server.md`).
+fn key_paths() -> Value {
+    let padding = json!({ "type": "string", "description": "Random; ignored." });
+    let key = json!({ "type": "object", "additionalProperties": false,
+        "required": ["key", "rollingStartNumber", "rollingPeriod", "transmissionRisk"],
+        "properties": {
+            "key": { "type": "string", "description": "Base64 of 16 bytes." },
+            "rollingStartNumber": { "type": "integer", "minimum": 0 },
+            "rollingPeriod": { "type": "integer", "minimum": 1, "maximum": 144 },
+            "transmissionRisk": { "type": "integer", "minimum": 0, "maximum": 8 } } });
+    let request = json!({ "type": "object", "additionalProperties": false,
+        "required": ["temporaryExposureKeys", "healthAuthorityID", "verificationPayload",
+            "hmacKey"],
+        "properties": {
+            "temporaryExposureKeys": { "type": "array", "items": key, "minItems": 1,
+                "maxItems": 30 },
+            "healthAuthorityID": { "type": "string" },
+            "verificationPayload": { "type": "string", "description": "The certificate." },
+            "hmacKey": { "type": "string", "description": "Base64 of 16-128 bytes." },
+            "symptomOnsetInterval": { "type": ["integer", "null"] },
+            "traveler": { "type": ["boolean", "null"] },
+            "revisionToken": { "type": ["string", "null"] },
+            "padding": padding } });
+    let answer = json!({ "type": "object", "properties": {
+        "insertedExposures": { "type": "integer" },
+        "revisionToken": { "type": "string" },
+        "code": { "const": "partial_failure" },
+        "error": { "type": "string" },
+        "droppedKeys": { "type": "array", "items": { "type": "object", "properties": {
+            "index": { "type": "integer" }, "code": { "type": "string" } } } },
+        "padding": padding } });
+    let mut refused = Map::new();
+    for status in ["400", "413"] {
+        refused.insert(status.to_owned(), json!({ "description": "Refused; see `code`.",
+            "content": { "application/json": {
+                "schema": { "$ref": "#/components/schemas/Error" } } } }));
+    }
+    refused.insert("200".to_owned(), json!({ "description": "Stored and on disk.",
+        "content": { "application/json": { "schema": answer } } }));
+    json!({
+        "/v1/publish": { "post": {
+            "summary": "A device uploads its keys with a certificate.",
+            "parameters": [{ "$ref": "#/components/parameters/chaff" }],
+            "requestBody": { "required": true,
+                "content": { "application/json": { "schema": request } } },
+            "responses": refused,
+        }},
+        "/exports/{path}": { "get": {
+            "summary": "The export tree: index.txt (no-cache) and REGION/START-END.zip \
+                (immutable).",
+            "parameters": [{ "name": "path", "in": "path", "required": true,
+                "schema": { "type": "string" } }],
+            "responses": {
+                "200": { "description": "The file.", "content": {
+                    "text/plain": { "schema": { "type": "string" } },
+                    "application/zip": { "schema": { "type": "string",
+                        "format": "binary" } } } },
+                "404": { "description": "No such file." } },
+        }},
+    })
+}
+
 fn json_body(schema: &str) -> Value {
     json!({ "required": true, "content": { "application/json": {
         "schema": { "$ref": format!("#/components/schemas/{schema}") } } } })
@@ -134,9 +196,12 @@ fn responses(schema: &str, errors: &[&str]) -> Value {
         "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } } }),
     );
     for status in errors {
-        all.insert((*status).to_owned(), json!({ "description": "Refused; see `code`.",
+        all.insert(
+            (*status).to_owned(),
+            json!({ "description": "Refused; see `code`.",
             "content": { "application/json": {
-                "schema": { "$ref": "#/components/schemas/Error" } } } }));
+                "schema": { "$ref": "#/components/schemas/Error" } } } }),
+        );
     }
     Value::Object(all)
 }

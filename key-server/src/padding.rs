@@ -2,6 +2,9 @@
 //! so the size of a response says nothing about what it holds, and a chaff answer has the same
 //! size distribution as a real one (`spec/verification.md`, "Padding and chaff").
 
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -40,10 +43,69 @@ pub fn random_text(rng: &mut impl Rng, len: usize) -> String {
         .collect()
 }
 
+/// How many recent real durations are kept per route.
+const TIMING_SAMPLES: usize = 128;
+
+/// Recent durations of real, successful requests per route, so a chaff answer can take as long
+/// as a real one: it waits until a duration drawn from the real ones has passed.
+#[derive(Debug, Default)]
+pub struct TimingMirror {
+    samples: std::sync::Mutex<HashMap<&'static str, VecDeque<Duration>>>,
+}
+
+impl TimingMirror {
+    /// Records that a real request on `route` took `took`.
+    pub fn record(&self, route: &'static str, took: Duration) {
+        let mut samples = self
+            .samples
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let recent = samples.entry(route).or_default();
+        if recent.len() == TIMING_SAMPLES {
+            recent.pop_front();
+        }
+        recent.push_back(took);
+    }
+
+    /// A duration drawn uniformly from the recent real ones on `route`, if any.
+    pub fn sample(&self, route: &'static str) -> Option<Duration> {
+        let samples = self
+            .samples
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let recent = samples.get(route).filter(|recent| !recent.is_empty())?;
+        recent
+            .get(rand::thread_rng().gen_range(0..recent.len()))
+            .copied()
+    }
+
+    /// Waits until a chaff request that started at `started` has taken as long as a sampled
+    /// real one.
+    pub async fn imitate(&self, route: &'static str, started: Instant) {
+        if let Some(target) = self.sample(route) {
+            tokio::time::sleep(target.saturating_sub(started.elapsed())).await;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use axum::body::to_bytes;
+
+    #[test]
+    fn timing_mirror_samples_recent_real_durations() {
+        let mirror = TimingMirror::default();
+        assert_eq!(mirror.sample("/a"), None);
+        for millis in 0..200 {
+            mirror.record("/a", Duration::from_millis(millis));
+        }
+        for _ in 0..100 {
+            let sample = mirror.sample("/a").unwrap();
+            assert!((Duration::from_millis(72)..Duration::from_millis(200)).contains(&sample));
+        }
+        assert_eq!(mirror.sample("/b"), None);
+    }
 
     #[tokio::test]
     async fn bodies_are_padded_into_the_window() {

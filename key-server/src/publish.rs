@@ -164,7 +164,10 @@ impl Publisher {
     /// certificate, an unknown health authority, an invalid revision token, and storage
     /// failures. Nothing is stored then.
     pub fn publish(&self, request: &PublishRequest, now: SystemTime) -> Result<PublishOutcome> {
-        if !self.health_authority_ids.contains(&request.health_authority_id) {
+        if !self
+            .health_authority_ids
+            .contains(&request.health_authority_id)
+        {
             return Err(Error::InvalidField {
                 field: "healthAuthorityID",
                 reason: "not a health authority this server accepts",
@@ -172,10 +175,11 @@ impl Publisher {
         }
         let candidates = parse_keys(&request.temporary_exposure_keys)?;
         check_overlaps(&candidates)?;
-        let hmac_key = HmacKey::from_base64(&request.hmac_key).map_err(|_| Error::InvalidField {
-            field: "hmacKey",
-            reason: "must be base64 of 16 to 128 bytes",
-        })?;
+        let hmac_key =
+            HmacKey::from_base64(&request.hmac_key).map_err(|_| Error::InvalidField {
+                field: "hmacKey",
+                reason: "must be base64 of 16 to 128 bytes",
+            })?;
         let uploads: Vec<UploadKey> = candidates.iter().map(|c| c.upload).collect();
         let certificate = verify_certificate(
             &request.verification_payload,
@@ -193,15 +197,14 @@ impl Publisher {
 
         let now = crate::certificate::unix(now);
         let plan = self.plan(&candidates, &certificate, revision.as_ref(), now)?;
-        self.keys.write_with_certificate(
-            &plan.records,
-            &certificate_hash,
-            certificate.expires,
-        )?;
+        self.keys
+            .write_with_certificate(&plan.records, &certificate_hash, certificate.expires)?;
         Ok(PublishOutcome {
             inserted: plan.records.len(),
             dropped: plan.dropped,
-            revision_token: self.revision_key.seal(&RevisionClaims { keys: plan.covered }),
+            revision_token: self
+                .revision_key
+                .seal(&RevisionClaims { keys: plan.covered }),
         })
     }
 
@@ -233,7 +236,8 @@ impl Publisher {
             }
             let days = days_since_onset(upload.rolling_start, certificate.symptom_onset);
             if days.is_some_and(|days| days.abs() > MAX_DAYS_FROM_ONSET) {
-                plan.dropped.push((candidate.index, DropReason::FarFromOnset));
+                plan.dropped
+                    .push((candidate.index, DropReason::FarFromOnset));
                 continue;
             }
             let key = ExportKey {
@@ -247,7 +251,8 @@ impl Publisher {
             match self.keys.get(&upload.key)? {
                 // A revocation withdraws keys published before; there is nothing to withdraw.
                 None if certificate.report_type == ReportType::Revoked => {
-                    plan.dropped.push((candidate.index, DropReason::RevisionNotAllowed));
+                    plan.dropped
+                        .push((candidate.index, DropReason::RevisionNotAllowed));
                     continue;
                 }
                 None => plan.records.push((new_record(key, upload_hour, now), None)),
@@ -257,7 +262,8 @@ impl Publisher {
                     match revised {
                         Some(record) => plan.records.push((record, Some(existing))),
                         None => {
-                            plan.dropped.push((candidate.index, DropReason::RevisionNotAllowed));
+                            plan.dropped
+                                .push((candidate.index, DropReason::RevisionNotAllowed));
                             continue;
                         }
                     }
@@ -280,7 +286,10 @@ struct Plan {
 /// Parses and range-checks every key; any malformed key refuses the request.
 fn parse_keys(keys: &[KeyJson]) -> Result<Vec<Candidate>> {
     if keys.is_empty() {
-        return Err(Error::InvalidField { field: "temporaryExposureKeys", reason: "no keys" });
+        return Err(Error::InvalidField {
+            field: "temporaryExposureKeys",
+            reason: "no keys",
+        });
     }
     if keys.len() > MAX_KEYS {
         return Err(Error::InvalidField {
@@ -297,9 +306,14 @@ fn parse_keys(keys: &[KeyJson]) -> Result<Vec<Candidate>> {
                 reason: "must be base64 of 16 bytes",
             })?;
             if !(1..=EK_ROLLING_PERIOD).contains(&key.rolling_period) {
-                return Err(Error::InvalidField { field: "rollingPeriod", reason: "must be 1-144" });
+                return Err(Error::InvalidField {
+                    field: "rollingPeriod",
+                    reason: "must be 1-144",
+                });
             }
-            let risk = u8::try_from(key.transmission_risk).ok().filter(|risk| *risk <= 8);
+            let risk = u8::try_from(key.transmission_risk)
+                .ok()
+                .filter(|risk| *risk <= 8);
             let risk = risk.ok_or(Error::InvalidField {
                 field: "transmissionRisk",
                 reason: "must be 0-8",
@@ -334,12 +348,17 @@ fn check_overlaps(candidates: &[Candidate]) -> Result<()> {
     let mut previous_end = 0u64;
     for (start, (_, end)) in by_start {
         if u64::from(start) < previous_end {
-            return Err(Error::KeyOverlap("keys with different rolling starts overlap"));
+            return Err(Error::KeyOverlap(
+                "keys with different rolling starts overlap",
+            ));
         }
         previous_end = end;
     }
     let mut seen = std::collections::HashSet::new();
-    if candidates.iter().any(|candidate| !seen.insert(candidate.upload.key)) {
+    if candidates
+        .iter()
+        .any(|candidate| !seen.insert(candidate.upload.key))
+    {
         return Err(Error::KeyOverlap("the same key appears twice"));
     }
     Ok(())
@@ -368,16 +387,24 @@ fn days_since_onset(start: EnIntervalNumber, onset: Option<EnIntervalNumber>) ->
 /// A new key's record: released at its upload hour, or two hours after it expires if it is
 /// still valid.
 fn new_record(key: ExportKey, upload_hour: u64, now: u64) -> StoredKey {
-    let expires = (u64::from(key.rolling_start.value()) + u64::from(key.rolling_period))
-        * INTERVAL_SECONDS;
-    let release_at = if expires > now { expires + EMBARGO_SECONDS } else { upload_hour };
-    StoredKey { key, upload_hour, release_at, revised_release_at: None }
+    let expires =
+        (u64::from(key.rolling_start.value()) + u64::from(key.rolling_period)) * INTERVAL_SECONDS;
+    let release_at = if expires > now {
+        expires + EMBARGO_SECONDS
+    } else {
+        upload_hour
+    };
+    StoredKey {
+        key,
+        upload_hour,
+        release_at,
+        revised_release_at: None,
+    }
 }
 
 /// The same key uploaded again with nothing that would change it.
 fn same_upload(existing: &StoredKey, key: &ExportKey) -> bool {
-    existing.key.rolling_start == key.rolling_start
-        && existing.key.report_type == key.report_type
+    existing.key.rolling_start == key.rolling_start && existing.key.report_type == key.report_type
 }
 
 /// The revised record, if the change is allowed and the token proves the first upload; `None`
@@ -391,9 +418,8 @@ fn revise(
     if !existing.may_revise_to(report_type) {
         return Ok(None);
     }
-    let covered = revision.is_some_and(|claims| {
-        claims.covers(&existing.key.key, existing.key.rolling_start)
-    });
+    let covered =
+        revision.is_some_and(|claims| claims.covers(&existing.key.key, existing.key.rolling_start));
     if !covered {
         return Err(Error::RevisionToken);
     }
@@ -421,7 +447,11 @@ mod tests {
 
     #[test]
     fn same_start_overlaps_are_allowed_up_to_three() {
-        let three = [candidate(0, 144, 144), candidate(1, 144, 50), candidate(2, 144, 10)];
+        let three = [
+            candidate(0, 144, 144),
+            candidate(1, 144, 50),
+            candidate(2, 144, 10),
+        ];
         assert!(check_overlaps(&three).is_ok());
         let four = [three[0], three[1], three[2], candidate(3, 144, 1)];
         assert!(matches!(check_overlaps(&four), Err(Error::KeyOverlap(_))));
@@ -432,7 +462,10 @@ mod tests {
         let adjacent = [candidate(0, 0, 144), candidate(1, 144, 144)];
         assert!(check_overlaps(&adjacent).is_ok());
         let overlapping = [candidate(0, 0, 144), candidate(1, 100, 144)];
-        assert!(matches!(check_overlaps(&overlapping), Err(Error::KeyOverlap(_))));
+        assert!(matches!(
+            check_overlaps(&overlapping),
+            Err(Error::KeyOverlap(_))
+        ));
     }
 
     #[test]
@@ -451,8 +484,14 @@ mod tests {
     #[test]
     fn days_from_onset() {
         let onset = Some(EnIntervalNumber::new(144 * 10));
-        assert_eq!(days_since_onset(EnIntervalNumber::new(144 * 12 + 7), onset), Some(2));
-        assert_eq!(days_since_onset(EnIntervalNumber::new(144 * 7), onset), Some(-3));
+        assert_eq!(
+            days_since_onset(EnIntervalNumber::new(144 * 12 + 7), onset),
+            Some(2)
+        );
+        assert_eq!(
+            days_since_onset(EnIntervalNumber::new(144 * 7), onset),
+            Some(-3)
+        );
         assert_eq!(days_since_onset(EnIntervalNumber::new(144 * 7), None), None);
     }
 

@@ -44,7 +44,10 @@ impl StoredKey {
         }
         matches!(
             (self.key.report_type, report_type),
-            (Some(ReportType::ConfirmedClinicalDiagnosis), ReportType::ConfirmedTest)
+            (
+                Some(ReportType::ConfirmedClinicalDiagnosis),
+                ReportType::ConfirmedTest
+            )
         ) || (report_type == ReportType::Revoked
             && self.key.report_type != Some(ReportType::Revoked))
     }
@@ -56,7 +59,9 @@ impl StoredKey {
         bytes[4] = key.rolling_period as u8;
         bytes[5] = key.transmission_risk_level.clamp(0, 255) as u8;
         bytes[6] = key.report_type.map_or(0xff, |report| report.to_i32() as u8);
-        bytes[7] = key.days_since_onset_of_symptoms.map_or(0x80, |days| days.clamp(-127, 127) as i8 as u8);
+        bytes[7] = key
+            .days_since_onset_of_symptoms
+            .map_or(0x80, |days| days.clamp(-127, 127) as i8 as u8);
         bytes[8..16].copy_from_slice(&self.upload_hour.to_be_bytes());
         bytes[16..24].copy_from_slice(&self.release_at.to_be_bytes());
         let revised = self.revised_release_at.map_or(u64::MAX, |at| at);
@@ -65,7 +70,8 @@ impl StoredKey {
     }
 
     fn decode(key: DiagnosisKey, bytes: &[u8]) -> Result<Self> {
-        let bytes: &[u8; RECORD_LEN] = bytes.try_into().map_err(|_| Error::Corrupt("key record"))?;
+        let bytes: &[u8; RECORD_LEN] =
+            bytes.try_into().map_err(|_| Error::Corrupt("key record"))?;
         let word = |range: std::ops::Range<usize>| {
             let mut buffer = [0u8; 8];
             buffer[8 - range.len()..].copy_from_slice(&bytes[range]);
@@ -83,7 +89,8 @@ impl StoredKey {
                 rolling_start: EnIntervalNumber::new(word(0..4) as u32),
                 rolling_period: bytes[4].into(),
                 report_type,
-                days_since_onset_of_symptoms: (bytes[7] != 0x80).then_some(i32::from(bytes[7] as i8)),
+                days_since_onset_of_symptoms: (bytes[7] != 0x80)
+                    .then_some(i32::from(bytes[7] as i8)),
             },
             upload_hour: word(8..16),
             release_at: word(16..24),
@@ -139,7 +146,10 @@ impl PublishedKeys {
         expires: u64,
     ) -> Result<()> {
         let mut batch = records_batch(records);
-        batch.insert(certificate_key(certificate_hash).to_vec(), expires.to_be_bytes().to_vec());
+        batch.insert(
+            certificate_key(certificate_hash).to_vec(),
+            expires.to_be_bytes().to_vec(),
+        );
         self.tree.apply_batch(batch)?;
         Ok(())
     }
@@ -163,8 +173,10 @@ impl PublishedKeys {
         let mut count = 0;
         for entry in self.tree.scan_prefix([CERTIFICATE]) {
             let (key, expiry) = entry?;
-            let expiry: [u8; 8] =
-                expiry.as_ref().try_into().map_err(|_| Error::Corrupt("certificate record"))?;
+            let expiry: [u8; 8] = expiry
+                .as_ref()
+                .try_into()
+                .map_err(|_| Error::Corrupt("certificate record"))?;
             if u64::from_be_bytes(expiry) < cutoff {
                 batch.remove(key);
                 count += 1;
@@ -251,7 +263,9 @@ impl PublishedKeys {
         for entry in self.tree.range(from..to) {
             let (index, _) = entry?;
             let key = DiagnosisKey::from_slice(&index[9..]).map_err(|_| Error::Corrupt("index"))?;
-            let record = self.get(&key)?.ok_or(Error::Corrupt("index without record"))?;
+            let record = self
+                .get(&key)?
+                .ok_or(Error::Corrupt("index without record"))?;
             records.push(record);
         }
         Ok(records)
@@ -266,7 +280,10 @@ fn records_batch(records: &[(StoredKey, Option<StoredKey>)]) -> sled::Batch {
             batch.remove(index_key(RELEASE, previous.release_at, key).to_vec());
         }
         batch.insert(record_key(key).to_vec(), record.encode().to_vec());
-        batch.insert(index_key(RELEASE, record.release_at, key).to_vec(), Vec::new());
+        batch.insert(
+            index_key(RELEASE, record.release_at, key).to_vec(),
+            Vec::new(),
+        );
         if let Some(at) = record.revised_release_at {
             batch.insert(index_key(REVISION, at, key).to_vec(), Vec::new());
         }
@@ -327,26 +344,40 @@ mod tests {
     #[test]
     fn records_round_trip() {
         let mut original = record(1, 1_700_003_600);
-        assert_eq!(StoredKey::decode(original.key.key, &original.encode()).unwrap(), original);
+        assert_eq!(
+            StoredKey::decode(original.key.key, &original.encode()).unwrap(),
+            original
+        );
         original.key.report_type = None;
         original.key.days_since_onset_of_symptoms = None;
         original.revised_release_at = Some(1_700_007_200);
-        assert_eq!(StoredKey::decode(original.key.key, &original.encode()).unwrap(), original);
+        assert_eq!(
+            StoredKey::decode(original.key.key, &original.encode()).unwrap(),
+            original
+        );
         assert!(StoredKey::decode(original.key.key, &[0; 3]).is_err());
     }
 
     #[test]
     fn windows_and_retention() {
         let keys = store();
-        keys.write(&[(record(1, 100), None), (record(2, 200), None), (record(3, 300), None)])
-            .unwrap();
+        keys.write(&[
+            (record(1, 100), None),
+            (record(2, 200), None),
+            (record(3, 300), None),
+        ])
+        .unwrap();
         assert_eq!(keys.released_in(100, 300).unwrap().len(), 2);
         assert_eq!(keys.next_release_from(0).unwrap(), Some(100));
         assert_eq!(keys.next_release_from(101).unwrap(), Some(200));
 
         assert_eq!(keys.delete_released_before(201).unwrap(), 2);
         assert_eq!(keys.len(), 1);
-        assert!(keys.get(&DiagnosisKey::from_bytes([1; 16])).unwrap().is_none());
+        assert!(
+            keys.get(&DiagnosisKey::from_bytes([1; 16]))
+                .unwrap()
+                .is_none()
+        );
         assert_eq!(keys.next_release_from(0).unwrap(), Some(300));
         assert_eq!(keys.next_release_from(301).unwrap(), None);
     }

@@ -60,8 +60,10 @@ impl RevisionKey {
     /// Storage failures and a corrupt stored key.
     pub fn load_or_create(secrets: &sled::Tree) -> Result<Self> {
         if let Some(bytes) = secrets.get(SECRET_NAME)? {
-            let key: [u8; 32] =
-                bytes.as_ref().try_into().map_err(|_| Error::Corrupt("revision key"))?;
+            let key: [u8; 32] = bytes
+                .as_ref()
+                .try_into()
+                .map_err(|_| Error::Corrupt("revision key"))?;
             return Ok(Self(Zeroizing::new(key)));
         }
         let mut key = Zeroizing::new([0u8; 32]);
@@ -144,8 +146,14 @@ mod tests {
     fn claims() -> RevisionClaims {
         RevisionClaims {
             keys: vec![
-                (DiagnosisKey::from_bytes([1; 16]), EnIntervalNumber::new(100)),
-                (DiagnosisKey::from_bytes([2; 16]), EnIntervalNumber::new(244)),
+                (
+                    DiagnosisKey::from_bytes([1; 16]),
+                    EnIntervalNumber::new(100),
+                ),
+                (
+                    DiagnosisKey::from_bytes([2; 16]),
+                    EnIntervalNumber::new(244),
+                ),
             ],
         }
     }
@@ -156,8 +164,14 @@ mod tests {
         let token = key.seal(&claims());
         let opened = key.open(&token).unwrap();
         assert_eq!(opened, claims());
-        assert!(opened.covers(&DiagnosisKey::from_bytes([2; 16]), EnIntervalNumber::new(244)));
-        assert!(!opened.covers(&DiagnosisKey::from_bytes([2; 16]), EnIntervalNumber::new(100)));
+        assert!(opened.covers(
+            &DiagnosisKey::from_bytes([2; 16]),
+            EnIntervalNumber::new(244)
+        ));
+        assert!(!opened.covers(
+            &DiagnosisKey::from_bytes([2; 16]),
+            EnIntervalNumber::new(100)
+        ));
         assert!(token.len() <= MAX_TOKEN_LEN);
     }
 
@@ -170,9 +184,15 @@ mod tests {
 
         let mut bytes = B64.decode(&token).unwrap();
         bytes[20] ^= 1;
-        assert!(matches!(key.open(&B64.encode(bytes)), Err(Error::RevisionToken)));
+        assert!(matches!(
+            key.open(&B64.encode(bytes)),
+            Err(Error::RevisionToken)
+        ));
         assert!(matches!(key.open("not base64"), Err(Error::RevisionToken)));
         assert!(matches!(key.open(""), Err(Error::RevisionToken)));
-        assert!(matches!(key.open(&"A".repeat(MAX_TOKEN_LEN + 4)), Err(Error::RevisionToken)));
+        assert!(matches!(
+            key.open(&"A".repeat(MAX_TOKEN_LEN + 4)),
+            Err(Error::RevisionToken)
+        ));
     }
 }

@@ -48,7 +48,9 @@ impl KeyServer {
             None
         };
         let keys = if config.publish.enabled {
-            let verifier = verification.as_ref().map(Verification::certificate_verifier);
+            let verifier = verification
+                .as_ref()
+                .map(Verification::certificate_verifier);
             Some(KeyService::open(config, clock, verifier)?)
         } else {
             None
@@ -131,9 +133,10 @@ impl KeyServer {
                 }
             })
         });
-        let exporter = self.keys.clone().map(|keys| {
-            tokio::spawn(async move { keys.run_worker(std::future::pending()).await })
-        });
+        let exporter = self
+            .keys
+            .clone()
+            .map(|keys| tokio::spawn(async move { keys.run_worker(std::future::pending()).await }));
         let outcome = serve(listener, self.router(), shutdown).await;
         if let Some(exporter) = exporter {
             exporter.abort();

@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 pub struct RingKey {
     kid: String,
     created: u64,
+    serial: u64,
     secret: SigningKey,
 }
 
@@ -68,6 +69,9 @@ pub fn public_pem(key: &VerifyingKey) -> String {
 #[derive(Serialize, Deserialize)]
 struct StoredKey {
     created: u64,
+    /// Creation order, so keys made within the same second still have a newest.
+    #[serde(default)]
+    serial: u64,
     secret: String,
 }
 
@@ -90,7 +94,7 @@ impl KeyRing {
             let (kid, value) = entry?;
             keys.push(decode_key(&kid, &value)?);
         }
-        keys.sort_by_key(|key| key.created);
+        keys.sort_by_key(|key| (key.serial, key.created));
         let mut ring = Self { tree, keys };
         if ring.keys.is_empty() {
             ring.rotate(now)?;
@@ -126,8 +130,15 @@ impl KeyRing {
     pub fn rotate(&mut self, now: u64) -> Result<String> {
         let secret = SigningKey::random(&mut rand_core::OsRng);
         let kid = key_id(secret.verifying_key());
+        let serial = self
+            .keys
+            .iter()
+            .map(|key| key.serial + 1)
+            .max()
+            .unwrap_or(0);
         let stored = StoredKey {
             created: now,
+            serial,
             secret: B64.encode(secret.to_bytes()),
         };
         let encoded =
@@ -138,6 +149,7 @@ impl KeyRing {
         self.keys.push(RingKey {
             kid: kid.clone(),
             created: now,
+            serial,
             secret,
         });
         Ok(kid)
@@ -216,6 +228,7 @@ fn decode_key(kid: &[u8], value: &[u8]) -> Result<RingKey> {
     Ok(RingKey {
         kid,
         created: stored.created,
+        serial: stored.serial,
         secret,
     })
 }
@@ -230,9 +243,10 @@ mod tests {
         let tree = db.open_tree("keys").unwrap();
         let mut ring = KeyRing::open(tree.clone(), 10).unwrap();
         let first = ring.active().kid().to_owned();
-        let second = ring.rotate(20).unwrap();
+        let second = ring.rotate(10).unwrap();
         assert_ne!(first, second);
 
+        // Created in the same second, the rotated key still counts as the newest after a reload.
         let mut reopened = KeyRing::open(tree, 30).unwrap();
         assert_eq!(reopened.keys().len(), 2);
         assert_eq!(reopened.active().kid(), second);

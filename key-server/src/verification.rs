@@ -3,6 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
@@ -25,7 +26,7 @@ use crate::date::Date;
 use crate::error::{Error, Result, TokenRejection};
 use crate::hashing::HashKey;
 use crate::jwt;
-use crate::padding::padded_json;
+use crate::padding::{TimingMirror, padded_json};
 use crate::ratelimit::RateLimiter;
 use crate::request::{ApiJson, Chaff};
 use crate::signing::KeyRing;
@@ -58,6 +59,8 @@ struct Inner {
     sessions: web::Sessions,
     /// Signs chaff answers under the real `kid`, so they look real but never verify.
     chaff_key: SigningKey,
+    /// How long real answers take, for chaff to take as long.
+    timing: TimingMirror,
 }
 
 impl core::fmt::Debug for Verification {
@@ -98,6 +101,7 @@ impl Verification {
             limiter: RateLimiter::new(config.verification.rate_limit.clone()),
             sessions: web::Sessions::default(),
             chaff_key: SigningKey::random(&mut rand_core::OsRng),
+            timing: TimingMirror::default(),
             hash,
             clock,
         };
@@ -262,6 +266,16 @@ impl Verification {
         Ok(claims)
     }
 
+    /// Records how long a real success on `route` took, or makes a chaff one take as long as a
+    /// recent real one.
+    async fn pace(&self, route: &'static str, chaff: bool, started: Instant) {
+        if chaff {
+            self.inner.timing.imitate(route, started).await;
+        } else {
+            self.inner.timing.record(route, started.elapsed());
+        }
+    }
+
     /// The active key, or for chaff the throwaway key under the active key's name.
     fn signer(&self, real: bool) -> (&str, &SigningKey) {
         let active = self.inner.ring.active();
@@ -381,6 +395,7 @@ async fn issue(
     headers: HeaderMap,
     ApiJson(request): ApiJson<IssueDetails>,
 ) -> Result<Response> {
+    let started = Instant::now();
     let api_key = headers
         .get(API_KEY_HEADER)
         .and_then(|value| value.to_str().ok());
@@ -391,6 +406,7 @@ async fn issue(
     } else {
         service.issue_codes(&authority, &request).await?
     };
+    service.pace("/api/issue", chaff, started).await;
     Ok(padded_json(
         StatusCode::OK,
         json!({
@@ -448,6 +464,7 @@ async fn verify(
             reason: "a code and 1-3 test types",
         });
     }
+    let started = Instant::now();
     let (diagnosis, remember) = if chaff {
         (chaff_diagnosis(service.now()), false)
     } else {
@@ -457,6 +474,7 @@ async fn verify(
     if remember {
         crate::store::flush(&service.inner.tokens).await?;
     }
+    service.pace("/api/verify", chaff, started).await;
     Ok(padded_json(
         StatusCode::OK,
         json!({
@@ -519,12 +537,14 @@ async fn certificate(
     Chaff(chaff): Chaff,
     ApiJson(request): ApiJson<CertificateRequest>,
 ) -> Result<Response> {
+    let started = Instant::now();
     let certificate = if chaff {
         let tekmac = TekMac::from_bytes(rand::thread_rng().r#gen());
         service.sign_certificate(&chaff_diagnosis(service.now()), tekmac, false)
     } else {
         exchange(&service, &request).await?
     };
+    service.pace("/api/certificate", chaff, started).await;
     Ok(padded_json(
         StatusCode::OK,
         json!({ "certificate": certificate }),

@@ -113,7 +113,10 @@ impl ExportWorker {
         // Jump from one window that holds anything to the next; empty windows write nothing.
         while let Some(next) = self.keys.next_release_from(start)? {
             let window_start = (next / length * length).max(start);
-            let window = Window { start: window_start, end: window_start + length };
+            let window = Window {
+                start: window_start,
+                end: window_start + length,
+            };
             if window.end > latest_end {
                 break;
             }
@@ -139,7 +142,8 @@ impl ExportWorker {
         let files = build_window(window, keys, revised, &self.policy, &self.signers)?;
         for file in &files {
             self.tree.write_file(&file.path, &file.bytes)?;
-            self.state.insert(file_key(&file.path), &window.end.to_be_bytes())?;
+            self.state
+                .insert(file_key(&file.path), &window.end.to_be_bytes())?;
             summary.keys_written += file.key_count;
             summary.files_written.push(file.path.clone());
         }
@@ -153,7 +157,9 @@ impl ExportWorker {
         for entry in self.state.scan_prefix(b"f") {
             let (key, end) = entry?;
             let end = u64::from_be_bytes(
-                end.as_ref().try_into().map_err(|_| Error::Corrupt("export state"))?,
+                end.as_ref()
+                    .try_into()
+                    .map_err(|_| Error::Corrupt("export state"))?,
             );
             if end < cutoff {
                 let path = String::from_utf8_lossy(&key[1..]).into_owned();
@@ -182,7 +188,10 @@ impl ExportWorker {
     fn next_window_start(&self) -> Result<u64> {
         Ok(match self.state.get(NEXT_WINDOW)? {
             Some(bytes) => u64::from_be_bytes(
-                bytes.as_ref().try_into().map_err(|_| Error::Corrupt("export state"))?,
+                bytes
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| Error::Corrupt("export state"))?,
             ),
             None => 0,
         })

@@ -38,7 +38,9 @@ impl Http {
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        let request = request.body(Full::new(Bytes::from(body.to_string()))).ok()?;
+        let request = request
+            .body(Full::new(Bytes::from(body.to_string())))
+            .ok()?;
         let response = self.client.request(request).await.ok()?;
         if response.status() != 200 {
             return None;
@@ -48,7 +50,9 @@ impl Http {
     }
 
     async fn healthy(&self) -> bool {
-        let Ok(uri) = format!("{}/healthz", self.base).parse() else { return false };
+        let Ok(uri) = format!("{}/healthz", self.base).parse() else {
+            return false;
+        };
         matches!(self.client.get(uri).await, Ok(response) if response.status() == 200)
     }
 }
@@ -80,8 +84,17 @@ worker_interval_seconds = 3600
 }
 
 fn run(config: &Path, args: &[&str]) -> String {
-    let output = Command::new(BINARY).arg("--config").arg(config).args(args).output().unwrap();
-    assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    let output = Command::new(BINARY)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8(output.stdout).unwrap()
 }
 
@@ -106,14 +119,24 @@ async fn wait_healthy(http: &Http) {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// One device's whole report: code, token, certificate, publish. Returns the keys when the
 /// publish was answered 200.
 async fn report(http: &Http, api_key: &str) -> Option<Vec<DiagnosisKey>> {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-    let today = EnIntervalNumber::from_unix_seconds(now).unwrap().day_start().value();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let today = EnIntervalNumber::from_unix_seconds(now)
+        .unwrap()
+        .day_start()
+        .value();
     let keys: Vec<UploadKey> = (1..=3)
         .map(|day| UploadKey {
             key: TemporaryExposureKey::generate(&mut rand_core::OsRng).into_diagnosis_key(),
@@ -123,11 +146,18 @@ async fn report(http: &Http, api_key: &str) -> Option<Vec<DiagnosisKey>> {
         })
         .collect();
 
-    let issued = http.post("/api/issue", &[("x-api-key", api_key)], &json!({ "testType": "confirmed" })).await?;
+    let issued = http
+        .post(
+            "/api/issue",
+            &[("x-api-key", api_key)],
+            &json!({ "testType": "confirmed" }),
+        )
+        .await?;
     let accept = json!({ "code": issued["code"], "accept": ["confirmed"] });
     let verified = http.post("/api/verify", &[], &accept).await?;
     let secret = HmacKey::generate(&mut rand_core::OsRng);
-    let exchange = json!({ "token": verified["token"], "ekeyhmac": TekMac::compute(&secret, &keys).to_base64() });
+    let tekmac = TekMac::compute(&secret, &keys).to_base64();
+    let exchange = json!({ "token": verified["token"], "ekeyhmac": tekmac });
     let certified = http.post("/api/certificate", &[], &exchange).await?;
 
     let body = json!({
@@ -190,15 +220,24 @@ async fn every_acknowledged_key_survives_sigkill() {
     for client in clients {
         client.await.unwrap();
     }
-    let acknowledged: HashSet<DiagnosisKey> = acknowledged.lock().unwrap().iter().copied().collect();
-    assert!(acknowledged.len() >= 150, "only {} keys acknowledged", acknowledged.len());
+    let acknowledged: HashSet<DiagnosisKey> =
+        acknowledged.lock().unwrap().iter().copied().collect();
+    assert!(
+        acknowledged.len() >= 150,
+        "only {} keys acknowledged",
+        acknowledged.len()
+    );
 
     // After a restart the server answers again; then every acknowledged key is exported.
     let mut server = start(&config);
     wait_healthy(&http).await;
     server.kill().unwrap();
     server.wait().unwrap();
-    let later = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 4 * 3_600;
+    let later = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 4 * 3_600;
     run(&config, &["exports", "now", "--at", &later.to_string()]);
     run(&config, &["exports", "verify"]);
 
@@ -211,5 +250,10 @@ async fn every_acknowledged_key_survives_sigkill() {
         exported.extend(archive.export.keys.iter().map(|key| key.key));
     }
     let missing = acknowledged.difference(&exported).count();
-    assert_eq!(missing, 0, "{missing} of {} acknowledged keys lost", acknowledged.len());
+    assert_eq!(
+        missing,
+        0,
+        "{missing} of {} acknowledged keys lost",
+        acknowledged.len()
+    );
 }

@@ -22,7 +22,9 @@ const DAY: u64 = 86_400;
 
 /// Today's rolling start at the test's start time.
 fn today() -> EnIntervalNumber {
-    EnIntervalNumber::from_unix_seconds(start_time()).unwrap().day_start()
+    EnIntervalNumber::from_unix_seconds(start_time())
+        .unwrap()
+        .day_start()
 }
 
 fn key_on(day_offset: i64, period: u32) -> UploadKey {
@@ -73,11 +75,16 @@ async fn certify(
     let token = verified.json()["token"].as_str().unwrap().to_owned();
 
     let secret = HmacKey::generate(&mut rand_core::OsRng);
-    let exchange = json!({ "token": token, "ekeyhmac": TekMac::compute(&secret, &keys).to_base64() });
+    let exchange =
+        json!({ "token": token, "ekeyhmac": TekMac::compute(&secret, &keys).to_base64() });
     let certified = server.post_json("/api/certificate", &[], &exchange).await;
     assert_eq!(certified.status, 200, "{}", certified.text());
     let certificate = certified.json()["certificate"].as_str().unwrap().to_owned();
-    Upload { keys, secret, certificate }
+    Upload {
+        keys,
+        secret,
+        certificate,
+    }
 }
 
 fn publish_body(upload: &Upload, revision_token: Option<&str>) -> Value {
@@ -107,7 +114,9 @@ fn publish_body(upload: &Upload, revision_token: Option<&str>) -> Value {
 }
 
 async fn publish(server: &TestServer, upload: &Upload) -> common::Reply {
-    server.post_json("/v1/publish", &[], &publish_body(upload, None)).await
+    server
+        .post_json("/v1/publish", &[], &publish_body(upload, None))
+        .await
 }
 
 /// Moves time on, runs the export worker and reads every live file through `/exports/`.
@@ -122,7 +131,12 @@ async fn exported_after(server: &TestServer, wait: Duration) -> Vec<Export> {
     for path in index.text().lines() {
         let file = server.get(&format!("/exports/{path}")).await;
         assert_eq!(file.status, 200, "{path}");
-        assert!(file.headers["cache-control"].to_str().unwrap().contains("immutable"));
+        assert!(
+            file.headers["cache-control"]
+                .to_str()
+                .unwrap()
+                .contains("immutable")
+        );
         let archive = ExportArchive::read(&file.body, &ExportLimits::default()).unwrap();
         archive.verify(&trusted).unwrap();
         exports.push(archive.export);
@@ -131,7 +145,11 @@ async fn exported_after(server: &TestServer, wait: Duration) -> Vec<Export> {
 }
 
 fn find(exports: &[Export], key: &DiagnosisKey) -> Option<varsel_protocol::export::ExportKey> {
-    exports.iter().flat_map(|export| &export.keys).find(|k| k.key == *key).copied()
+    exports
+        .iter()
+        .flat_map(|export| &export.keys)
+        .find(|k| k.key == *key)
+        .copied()
 }
 
 fn find_revised(exports: &[Export], key: &DiagnosisKey) -> Option<ReportType> {
@@ -158,7 +176,11 @@ async fn keys_are_published_padded_signed_and_with_onset() {
     let exports = exported_after(&server, Duration::from_secs(3 * HOUR)).await;
     assert_eq!(exports.len(), 1);
     let export = &exports[0];
-    assert!((1_000..=1_100).contains(&export.keys.len()), "{} keys", export.keys.len());
+    assert!(
+        (1_000..=1_100).contains(&export.keys.len()),
+        "{} keys",
+        export.keys.len()
+    );
     assert!(export.keys.windows(2).all(|pair| pair[0].key < pair[1].key));
     assert_eq!((export.batch_num, export.batch_size), (1, 1));
     for (day, key) in (1..).zip(&upload.keys) {
@@ -175,13 +197,19 @@ async fn keys_are_published_padded_signed_and_with_onset() {
 async fn at_most_thirty_keys() {
     let server = TestServer::start().await;
     let api_key = server.authority("Lab", None);
-    let thirty: Vec<_> = (0..30).map(|i| key_on(-1 - i / 3, 144 - (i % 3) as u32)).collect();
+    let thirty: Vec<_> = (0..30)
+        .map(|i| key_on(-1 - i / 3, 144 - (i % 3) as u32))
+        .collect();
     let upload = certify(&server, &api_key, "confirmed", None, thirty).await;
     let reply = publish(&server, &upload).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.json()["insertedExposures"], 30);
 
-    let thirty_one = past_keys(14).into_iter().chain(past_keys(14)).chain(past_keys(3)).collect();
+    let thirty_one = past_keys(14)
+        .into_iter()
+        .chain(past_keys(14))
+        .chain(past_keys(3))
+        .collect();
     let upload = certify(&server, &api_key, "confirmed", None, thirty_one).await;
     let reply = publish(&server, &upload).await;
     assert_eq!(reply.status, 400);
@@ -205,9 +233,12 @@ async fn future_and_stale_keys_are_dropped_and_the_rest_kept() {
     let body = reply.json();
     assert_eq!(body["code"], "partial_failure");
     assert_eq!(body["insertedExposures"], 2);
-    let dropped: Vec<_> = body["droppedKeys"].as_array().unwrap().iter().cloned().collect();
+    let dropped = body["droppedKeys"].as_array().unwrap().to_vec();
     assert_eq!(dropped[0], json!({ "index": 1, "code": "key_too_old" }));
-    assert_eq!(dropped[1], json!({ "index": 2, "code": "key_from_the_future" }));
+    assert_eq!(
+        dropped[1],
+        json!({ "index": 2, "code": "key_from_the_future" })
+    );
 
     let stored = server.keys.published_keys();
     assert!(stored.get(&fifteen_days.key).unwrap().is_some());
@@ -223,11 +254,21 @@ async fn overlapping_keys() {
     let api_key = server.authority("Lab", None);
 
     // Three keys of one day (cut short and re-issued) are what phones send.
-    let same_day = vec![key_on(-1, 144), key_on(-1, 60), key_on(-1, 30), key_on(-2, 144)];
+    let same_day = vec![
+        key_on(-1, 144),
+        key_on(-1, 60),
+        key_on(-1, 30),
+        key_on(-2, 144),
+    ];
     let upload = certify(&server, &api_key, "confirmed", None, same_day).await;
     assert_eq!(publish(&server, &upload).await.status, 200);
 
-    let four_same_day = vec![key_on(-3, 144), key_on(-3, 60), key_on(-3, 30), key_on(-3, 10)];
+    let four_same_day = vec![
+        key_on(-3, 144),
+        key_on(-3, 60),
+        key_on(-3, 30),
+        key_on(-3, 10),
+    ];
     let upload = certify(&server, &api_key, "confirmed", None, four_same_day).await;
     let reply = publish(&server, &upload).await;
     assert_eq!((reply.status, reply.code().as_str()), (400, "key_overlap"));
@@ -238,7 +279,14 @@ async fn overlapping_keys() {
     let upload = certify(&server, &api_key, "confirmed", None, crossing.clone()).await;
     let reply = publish(&server, &upload).await;
     assert_eq!((reply.status, reply.code().as_str()), (400, "key_overlap"));
-    assert!(server.keys.published_keys().get(&crossing[0].key).unwrap().is_none());
+    assert!(
+        server
+            .keys
+            .published_keys()
+            .get(&crossing[0].key)
+            .unwrap()
+            .is_none()
+    );
     server.stop().await;
 }
 
@@ -252,19 +300,28 @@ async fn certificate_must_match_the_keys_and_be_unused() {
     let honest_keys = upload.keys.clone();
     upload.keys.push(key_on(-4, 144));
     let reply = publish(&server, &upload).await;
-    assert_eq!((reply.status, reply.code().as_str()), (400, "certificate_invalid"));
+    assert_eq!(
+        (reply.status, reply.code().as_str()),
+        (400, "certificate_invalid")
+    );
     assert!(server.keys.published_keys().is_empty());
 
     // Another device's secret.
     upload.keys = honest_keys;
     let secret = std::mem::replace(&mut upload.secret, HmacKey::generate(&mut rand_core::OsRng));
     let reply = publish(&server, &upload).await;
-    assert_eq!((reply.status, reply.code().as_str()), (400, "certificate_invalid"));
+    assert_eq!(
+        (reply.status, reply.code().as_str()),
+        (400, "certificate_invalid")
+    );
 
     upload.secret = secret;
     assert_eq!(publish(&server, &upload).await.status, 200);
     let again = publish(&server, &upload).await;
-    assert_eq!((again.status, again.code().as_str()), (400, "certificate_invalid"));
+    assert_eq!(
+        (again.status, again.code().as_str()),
+        (400, "certificate_invalid")
+    );
     server.stop().await;
 }
 
@@ -281,7 +338,10 @@ async fn keys_far_from_onset_are_dropped() {
 
     let within = key_on(-14, 144);
     let upload = certify(&server, &api_key, "confirmed", Some(0), vec![within]).await;
-    assert_eq!(publish(&server, &upload).await.json()["insertedExposures"], 1);
+    assert_eq!(
+        publish(&server, &upload).await.json()["insertedExposures"],
+        1
+    );
     server.stop().await;
 }
 
@@ -292,14 +352,20 @@ async fn a_key_still_valid_is_embargoed_until_two_hours_after_it_expires() {
     let current = key_on(0, 144);
     let older = key_on(-1, 144);
     let upload = certify(&server, &api_key, "confirmed", None, vec![current, older]).await;
-    assert_eq!(publish(&server, &upload).await.json()["insertedExposures"], 2);
+    assert_eq!(
+        publish(&server, &upload).await.json()["insertedExposures"],
+        2
+    );
 
     // Uploaded at noon; today's key expires at midnight.
     let exports = exported_after(&server, Duration::from_secs(4 * HOUR)).await;
     assert!(find(&exports, &older.key).is_some());
     assert!(find(&exports, &current.key).is_none());
     let exports = exported_after(&server, Duration::from_secs(9 * HOUR)).await;
-    assert!(find(&exports, &current.key).is_none(), "published before expiry + 2 h");
+    assert!(
+        find(&exports, &current.key).is_none(),
+        "published before expiry + 2 h"
+    );
     let exports = exported_after(&server, Duration::from_secs(4 * HOUR)).await;
     assert!(find(&exports, &current.key).is_some());
     server.stop().await;
@@ -321,12 +387,18 @@ async fn repeated_uploads_are_no_ops_and_revisions_need_the_token() {
     // The same keys again, same diagnosis: nothing changes.
     let repeat = certify(&server, &api_key, "likely", None, keys.clone()).await;
     let reply = publish(&server, &repeat).await;
-    assert_eq!((reply.status, reply.json()["insertedExposures"].clone()), (200, json!(0)));
+    assert_eq!(
+        (reply.status, reply.json()["insertedExposures"].clone()),
+        (200, json!(0))
+    );
 
     // Confirmed later: a revision, refused without the token, allowed with it, once.
     let confirmed = certify(&server, &api_key, "confirmed", None, keys.clone()).await;
     let reply = publish(&server, &confirmed).await;
-    assert_eq!((reply.status, reply.code().as_str()), (400, "revision_token_invalid"));
+    assert_eq!(
+        (reply.status, reply.code().as_str()),
+        (400, "revision_token_invalid")
+    );
     let confirmed = certify(&server, &api_key, "confirmed", None, keys.clone()).await;
     let body = publish_body(&confirmed, Some(&token));
     let reply = server.post_json("/v1/publish", &[], &body).await;
@@ -334,7 +406,10 @@ async fn repeated_uploads_are_no_ops_and_revisions_need_the_token() {
     assert_eq!(reply.json()["insertedExposures"], 2);
 
     let exports = exported_after(&server, Duration::from_secs(3 * HOUR)).await;
-    assert_eq!(find_revised(&exports, &keys[0].key), Some(ReportType::ConfirmedTest));
+    assert_eq!(
+        find_revised(&exports, &keys[0].key),
+        Some(ReportType::ConfirmedTest)
+    );
 
     let revoked = certify(&server, &api_key, "negative", None, keys.clone()).await;
     let body = publish_body(&revoked, Some(&token));
@@ -352,10 +427,20 @@ async fn storage_holds_keys_with_the_upload_hour_and_nothing_else() {
     let upload = certify(&server, &api_key, "confirmed", None, past_keys(2)).await;
     assert_eq!(publish(&server, &upload).await.status, 200);
 
-    let stored = server.keys.published_keys().get(&upload.keys[0].key).unwrap().unwrap();
+    let stored = server
+        .keys
+        .published_keys()
+        .get(&upload.keys[0].key)
+        .unwrap()
+        .unwrap();
     assert_eq!(stored.upload_hour, start_time() / HOUR * HOUR);
     let dump = server.keys.dump();
-    let everything: Vec<u8> = dump.iter().flat_map(|(t, k, v)| [t, k, v]).flatten().copied().collect();
+    let everything: Vec<u8> = dump
+        .iter()
+        .flat_map(|(t, k, v)| [t, k, v])
+        .flatten()
+        .copied()
+        .collect();
     let contains = |needle: &[u8]| everything.windows(needle.len()).any(|w| w == needle);
     assert!(!contains(upload.certificate.as_bytes()));
     assert!(!contains(upload.secret.to_base64().as_bytes()));
@@ -373,7 +458,9 @@ async fn chaff_looks_like_a_publish_and_stores_nothing() {
     let before = server.keys.dump();
 
     let body = publish_body(&upload, None);
-    let chaff = server.post_json("/v1/publish", &[("x-chaff", "1")], &body).await;
+    let chaff = server
+        .post_json("/v1/publish", &[("x-chaff", "1")], &body)
+        .await;
     assert_eq!(chaff.status, 200);
     assert_eq!(server.keys.dump(), before);
 
@@ -399,7 +486,10 @@ async fn malformed_uploads_change_nothing() {
     let before = server.keys.dump();
 
     let bad_json = server.send("POST", "/v1/publish", &[], "{not json").await;
-    assert_eq!((bad_json.status, bad_json.code().as_str()), (400, "bad_request"));
+    assert_eq!(
+        (bad_json.status, bad_json.code().as_str()),
+        (400, "bad_request")
+    );
 
     let mut unknown = publish_body(&upload, None);
     unknown["deviceName"] = json!("phone");
@@ -409,7 +499,10 @@ async fn malformed_uploads_change_nothing() {
     let mut oversized = publish_body(&upload, None);
     oversized["padding"] = json!("A".repeat(70 * 1024));
     let reply = server.post_json("/v1/publish", &[], &oversized).await;
-    assert_eq!((reply.status, reply.code().as_str()), (413, "body_too_large"));
+    assert_eq!(
+        (reply.status, reply.code().as_str()),
+        (413, "body_too_large")
+    );
 
     let mut short_key = publish_body(&upload, None);
     short_key["temporaryExposureKeys"][0]["key"] = json!(B64.encode([0u8; 15]));
@@ -418,14 +511,27 @@ async fn malformed_uploads_change_nothing() {
 
     let mut risk = publish_body(&upload, None);
     risk["temporaryExposureKeys"][0]["transmissionRisk"] = json!(9);
-    assert_eq!(server.post_json("/v1/publish", &[], &risk).await.status, 400);
+    assert_eq!(
+        server.post_json("/v1/publish", &[], &risk).await.status,
+        400
+    );
 
     let mut authority = publish_body(&upload, None);
     authority["healthAuthorityID"] = json!("elsewhere");
-    assert_eq!(server.post_json("/v1/publish", &[], &authority).await.status, 400);
+    assert_eq!(
+        server
+            .post_json("/v1/publish", &[], &authority)
+            .await
+            .status,
+        400
+    );
 
     assert_eq!(server.keys.dump(), before);
-    assert_eq!(publish(&server, &upload).await.status, 200, "the upload itself was fine");
+    assert_eq!(
+        publish(&server, &upload).await.status,
+        200,
+        "the upload itself was fine"
+    );
     server.stop().await;
 }
 

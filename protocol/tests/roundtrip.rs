@@ -77,7 +77,7 @@ proptest! {
     fn archive_round_trips_and_verifies(mut export in export(), stored in any::<bool>()) {
         let compression = if stored { Compression::Stored } else { Compression::Deflated };
         let signer = signer();
-        let zip = write_archive(export.clone(), &[signer.clone()], compression).unwrap();
+        let zip = write_archive(export.clone(), std::slice::from_ref(&signer), compression).unwrap();
         let archive = ExportArchive::read(&zip, &ExportLimits::default()).unwrap();
 
         export.keys.sort_by_key(|key| key.key);
