@@ -272,7 +272,17 @@ mod tests {
             store.flush().unwrap();
             key
         };
-        let store = Store::open(dir.path()).unwrap();
+        // sled releases its file lock when its background flusher exits, shortly after the
+        // last handle is dropped; a reopen in the same process may have to wait for it.
+        let mut store = Store::open(dir.path());
+        for _ in 0..100 {
+            if store.is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            store = Store::open(dir.path());
+        }
+        let store = store.unwrap();
         assert_eq!(store.current_key(T0 + 60).unwrap(), key);
         assert_eq!(store.sightings().unwrap(), vec![sighting(T0, 7)]);
     }

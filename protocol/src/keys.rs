@@ -9,7 +9,7 @@
 //! time. The only way to publish a key is the explicit
 //! [`TemporaryExposureKey::into_diagnosis_key`] step, taken when its owner reports.
 
-use aes::Aes128;
+use aes::{Aes128, Aes128Enc};
 use aes::cipher::{BlockEncrypt, KeyInit, KeyIvInit, StreamCipher, generic_array::GenericArray};
 use std::sync::LazyLock;
 
@@ -183,7 +183,7 @@ impl core::fmt::Debug for DiagnosisKey {
 impl RollingProximityIdentifierKey {
     /// The identifier broadcast during interval `j`: `AES-128(RPIK, PaddedData_j)` (§3.3).
     pub fn rpi(&self, j: EnIntervalNumber) -> RollingProximityIdentifier {
-        let cipher = Aes128::new(GenericArray::from_slice(&self.0));
+        let cipher = Aes128Enc::new(GenericArray::from_slice(&self.0));
         let mut block = GenericArray::from(padded_data(j.value()));
         cipher.encrypt_block(&mut block);
         RollingProximityIdentifier(block.into())
@@ -204,7 +204,8 @@ impl RollingProximityIdentifierKey {
         start: EnIntervalNumber,
         out: &mut [RollingProximityIdentifier; EK_ROLLING_PERIOD as usize],
     ) {
-        let cipher = Aes128::new(GenericArray::from_slice(&self.0));
+        // Only encryption is needed, so the decryption key schedule is never computed.
+        let cipher = Aes128Enc::new(GenericArray::from_slice(&self.0));
         let mut blocks = [GenericArray::from([0u8; KEY_LEN]); EK_ROLLING_PERIOD as usize];
         for (offset, block) in (0u32..).zip(blocks.iter_mut()) {
             *block = GenericArray::from(padded_data(start.value().wrapping_add(offset)));

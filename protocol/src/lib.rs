@@ -13,6 +13,9 @@
 //! - [`advertisement`]: the Bluetooth LE payload under service UUID 0xFD6F (§4).
 //! - [`tekmac`]: the HMAC that binds an upload certificate to its keys (§5).
 //! - [`export`]: signed diagnosis-key export files (§6).
+//! - [`export_stream`]: a one-pass reader of the same files for bulk matching, without an
+//!   allocation per key; it applies the same checks as [`export`].
+//! - [`risk`]: exposure windows and risk scoring with GAEN v2 semantics.
 //! - [`Error`]: the one error type.
 //!
 //! # Example
