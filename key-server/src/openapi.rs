@@ -14,7 +14,12 @@ pub fn render() -> String {
 /// The OpenAPI 3.1 document of the server's routes.
 pub fn document() -> Value {
     let mut paths = Map::new();
-    for part in [operations_paths(), verification_paths(), staff_paths(), key_paths()] {
+    for part in [
+        operations_paths(),
+        verification_paths(),
+        staff_paths(),
+        key_paths(),
+    ] {
         if let Value::Object(part) = part {
             paths.extend(part);
         }
@@ -154,12 +159,18 @@ fn key_paths() -> Value {
         "padding": padding } });
     let mut refused = Map::new();
     for status in ["400", "413"] {
-        refused.insert(status.to_owned(), json!({ "description": "Refused; see `code`.",
+        refused.insert(
+            status.to_owned(),
+            json!({ "description": "Refused; see `code`.",
             "content": { "application/json": {
-                "schema": { "$ref": "#/components/schemas/Error" } } } }));
+                "schema": { "$ref": "#/components/schemas/Error" } } } }),
+        );
     }
-    refused.insert("200".to_owned(), json!({ "description": "Stored and on disk.",
-        "content": { "application/json": { "schema": answer } } }));
+    refused.insert(
+        "200".to_owned(),
+        json!({ "description": "Stored and on disk.",
+        "content": { "application/json": { "schema": answer } } }),
+    );
     json!({
         "/v1/publish": { "post": {
             "summary": "A device uploads its keys with a certificate.",

@@ -9,8 +9,8 @@
 //! time. The only way to publish a key is the explicit
 //! [`TemporaryExposureKey::into_diagnosis_key`] step, taken when its owner reports.
 
-use aes::{Aes128, Aes128Enc};
 use aes::cipher::{BlockEncrypt, KeyInit, KeyIvInit, StreamCipher, generic_array::GenericArray};
+use aes::{Aes128, Aes128Enc};
 use std::sync::LazyLock;
 
 use hkdf::HkdfExtract;

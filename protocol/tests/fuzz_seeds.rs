@@ -5,18 +5,25 @@
 use std::path::PathBuf;
 
 use varsel_protocol::advertisement::Advertisement;
-use varsel_protocol::export::{ExportArchive, ExportLimits, parse_export_bin, parse_signature_list};
+use varsel_protocol::export::{
+    ExportArchive, ExportLimits, parse_export_bin, parse_signature_list,
+};
 use varsel_protocol::tekmac::{HmacKey, TekMac};
 
 fn seeds(target: &str) -> Vec<Vec<u8>> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus").join(target);
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target);
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|entry| entry.unwrap().path())
         .collect();
     files.sort();
     assert!(!files.is_empty(), "no seeds in {}", dir.display());
-    files.iter().map(|path| std::fs::read(path).unwrap()).collect()
+    files
+        .iter()
+        .map(|path| std::fs::read(path).unwrap())
+        .collect()
 }
 
 #[test]
@@ -36,7 +43,12 @@ fn export_bin_seeds_parse() {
 #[test]
 fn export_sig_seeds_parse() {
     for seed in seeds("export_sig") {
-        assert_eq!(parse_signature_list(&seed, &ExportLimits::default()).unwrap().len(), 1);
+        assert_eq!(
+            parse_signature_list(&seed, &ExportLimits::default())
+                .unwrap()
+                .len(),
+            1
+        );
     }
 }
 
