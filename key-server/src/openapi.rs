@@ -30,7 +30,8 @@ pub fn document() -> Value {
             "title": "Varsel key server",
             "version": env!("CARGO_PKG_VERSION"),
             "description": "Upload codes, verification tokens and certificates \
-                (spec/verification.md); key uploads and export files (spec/key-server.md). Every JSON response carries a random `padding` field; \
+                (spec/verification.md); key uploads and export files (spec/key-server.md). \
+                Every JSON response carries a random `padding` field; \
                 every JSON request accepts one and an `X-Chaff` header.",
         },
         "paths": paths,

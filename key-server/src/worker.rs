@@ -78,8 +78,13 @@ impl ExportWorker {
         let now = self.clock.unix_seconds();
         let mut summary = RunSummary::default();
         self.export_due_windows(now, &mut summary)?;
-        self.apply_retention(now, &mut summary)?;
+        // Expired files leave the index before they leave the disk, so that no reader of the
+        // index finds a listed file missing.
+        let expired = self.apply_retention(now, &mut summary)?;
         self.tree.write_index(&self.live_files()?)?;
+        for path in &expired {
+            self.tree.remove_file(path)?;
+        }
         Ok(summary)
     }
 
@@ -150,25 +155,25 @@ impl ExportWorker {
         Ok(())
     }
 
-    fn apply_retention(&self, now: u64, summary: &mut RunSummary) -> Result<()> {
+    /// Deletes expired keys and forgets expired files; returns the files to delete from disk.
+    fn apply_retention(&self, now: u64, summary: &mut RunSummary) -> Result<Vec<String>> {
         let cutoff = now.saturating_sub(self.schedule.retention_seconds);
         summary.keys_deleted = self.keys.delete_released_before(cutoff)?;
         self.keys.forget_certificates_before(now)?;
+        let mut expired = Vec::new();
         for entry in self.state.scan_prefix(b"f") {
             let (key, end) = entry?;
-            let end = u64::from_be_bytes(
-                end.as_ref()
-                    .try_into()
-                    .map_err(|_| Error::Corrupt("export state"))?,
-            );
-            if end < cutoff {
-                let path = String::from_utf8_lossy(&key[1..]).into_owned();
-                self.tree.remove_file(&path)?;
+            let end: [u8; 8] = end
+                .as_ref()
+                .try_into()
+                .map_err(|_| Error::Corrupt("export state"))?;
+            if u64::from_be_bytes(end) < cutoff {
+                expired.push(String::from_utf8_lossy(&key[1..]).into_owned());
                 self.state.remove(key)?;
-                summary.files_deleted += 1;
             }
         }
-        Ok(())
+        summary.files_deleted = expired.len();
+        Ok(expired)
     }
 
     /// Live files, oldest window first.

@@ -540,7 +540,10 @@ mod tests {
 
         #[test]
         fn mutated_exports_agree(
-            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..6),
+            edits in proptest::collection::vec(
+                (any::<prop::sample::Index>(), any::<u8>(), 0u8..3),
+                1..6,
+            ),
         ) {
             let mut bin = encode_export_bin(&sample());
             for (at, byte, kind) in edits {

@@ -10,7 +10,10 @@ use varsel_protocol::export::{
 };
 
 /// The sample's public key, as given in the fixtures README.
-const SAMPLE_PUBLIC_KEY: &str = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE49JY6kekDgxj3Crm4y6kEHdfoKQFSNDM4mV9cgDb+e5nOAw0GeRoRThCu9/wX5wDT2QloFoOjl2pGZHI0f3C3w==";
+const SAMPLE_PUBLIC_KEY: &str = concat!(
+    "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE49JY6kekDgxj3Crm4y6kEHdfoKQFSNDM4mV9cgDb+e5nOAw0",
+    "GeRoRThCu9/wX5wDT2QloFoOjl2pGZHI0f3C3w==",
+);
 
 fn sample_key() -> TrustedKey {
     use base64::Engine;

@@ -77,7 +77,8 @@ proptest! {
     fn archive_round_trips_and_verifies(mut export in export(), stored in any::<bool>()) {
         let compression = if stored { Compression::Stored } else { Compression::Deflated };
         let signer = signer();
-        let zip = write_archive(export.clone(), std::slice::from_ref(&signer), compression).unwrap();
+        let signers = std::slice::from_ref(&signer);
+        let zip = write_archive(export.clone(), signers, compression).unwrap();
         let archive = ExportArchive::read(&zip, &ExportLimits::default()).unwrap();
 
         export.keys.sort_by_key(|key| key.key);
@@ -91,11 +92,16 @@ proptest! {
     }
 
     #[test]
-    fn damaged_archives_never_panic(export in export(), position in any::<prop::sample::Index>(), byte in any::<u8>()) {
+    fn damaged_archives_never_panic(
+        export in export(),
+        position in any::<prop::sample::Index>(),
+        byte in any::<u8>(),
+    ) {
         let mut zip = write_archive(export, &[signer()], Compression::Deflated).unwrap();
         let index = position.index(zip.len());
         zip[index] ^= byte | 1;
-        let trusted: TrustedKeys = [TrustedKey::any_id(signer().verifying_key())].into_iter().collect();
+        let trusted: TrustedKeys =
+            [TrustedKey::any_id(signer().verifying_key())].into_iter().collect();
         if let Ok(archive) = ExportArchive::read(&zip, &ExportLimits::default()) {
             // A flip inside the zip's own metadata may leave both entries intact; anything that
             // changes export.bin must break the signature.
@@ -116,7 +122,8 @@ proptest! {
             rpi: RollingProximityIdentifier::from_bytes(rpi),
             aem: AssociatedEncryptedMetadata::from_bytes(aem),
         };
-        prop_assert_eq!(Advertisement::from_payload(&advertisement.to_payload()), Ok(advertisement));
+        let payload = advertisement.to_payload();
+        prop_assert_eq!(Advertisement::from_payload(&payload), Ok(advertisement));
         let data = advertisement.to_service_data();
         prop_assert_eq!(Advertisement::from_service_data(0xFD6F, &data), Ok(advertisement));
     }
@@ -132,7 +139,11 @@ proptest! {
     }
 
     #[test]
-    fn aem_round_trips(tek in any::<[u8; 16]>(), interval in any::<u32>(), metadata in any::<[u8; 4]>()) {
+    fn aem_round_trips(
+        tek in any::<[u8; 16]>(),
+        interval in any::<u32>(),
+        metadata in any::<[u8; 4]>(),
+    ) {
         let tek = TemporaryExposureKey::from_bytes(tek);
         let rpi = tek.rpik().rpi(EnIntervalNumber::new(interval));
         let metadata = Metadata::from_bytes(metadata);
@@ -143,7 +154,10 @@ proptest! {
     #[test]
     fn tekmac_round_trips(
         secret in prop::collection::vec(any::<u8>(), 16..64),
-        keys in prop::collection::vec((any::<[u8; 16]>(), any::<u32>(), 1..=144u32, 0..=8u8), 0..30),
+        keys in prop::collection::vec(
+            (any::<[u8; 16]>(), any::<u32>(), 1..=144u32, 0..=8u8),
+            0..30,
+        ),
     ) {
         let secret = HmacKey::new(secret).unwrap();
         let keys: Vec<UploadKey> = keys
