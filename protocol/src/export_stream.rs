@@ -13,14 +13,11 @@
 //! message of an error can differ: where the input breaks several rules, the decoder may name
 //! another one first. Tests compare the two decoders on valid, mutated and random input.
 
-use std::io::{Cursor, Read};
-
-use sha2::{Digest, Sha256};
-
 use crate::Error;
+use crate::export::read::{archive_entries, check_size};
 use crate::export::{
-    EXPORT_BIN_HEADER, EXPORT_BIN_NAME, EXPORT_SIG_NAME, Export, ExportArchive, ExportKey,
-    ExportLimits, ReportType, SignatureInfo, parse_signature_list,
+    EXPORT_BIN_HEADER, EXPORT_BIN_NAME, Export, ExportArchive, ExportKey, ExportLimits, ReportType,
+    SignatureInfo,
 };
 use crate::interval::{EK_ROLLING_PERIOD, EnIntervalNumber};
 use crate::keys::DiagnosisKey;
@@ -32,9 +29,6 @@ const RECURSION_LIMIT: u32 = 100;
 /// their field key and length, and a rolling start of at least one byte with its field key.
 const MIN_KEY_BYTES: usize = 2 + 18 + 2;
 
-/// Most entries an archive may list before its names are even read.
-const MAX_LISTED: usize = 8;
-
 /// Reads a zip archive holding exactly `export.bin` and `export.sig`, each within `limits`.
 ///
 /// # Errors
@@ -43,22 +37,8 @@ const MAX_LISTED: usize = 8;
 /// [`Error::ArchiveEntries`], [`Error::BadHeader`], [`Error::Protobuf`],
 /// [`Error::TooManyKeys`] and the errors of key validation.
 pub fn read_archive(zip: &[u8], limits: &ExportLimits) -> Result<ExportArchive, Error> {
-    check_size("export archive", zip.len(), limits.max_archive_bytes)?;
-    let mut archive =
-        zip::ZipArchive::new(Cursor::new(zip)).map_err(|e| Error::Zip(e.to_string()))?;
-    let names = entry_names(&mut archive)?;
-    if names != [EXPORT_BIN_NAME, EXPORT_SIG_NAME] && names != [EXPORT_SIG_NAME, EXPORT_BIN_NAME] {
-        return Err(Error::ArchiveEntries { found: names });
-    }
-
-    let bin = read_entry(&mut archive, EXPORT_BIN_NAME, limits.max_export_bin_bytes)?;
-    let sig = read_entry(&mut archive, EXPORT_SIG_NAME, limits.max_signature_bytes)?;
-    Ok(ExportArchive {
-        export: parse_export_bin(&bin, limits)?,
-        signatures: parse_signature_list(&sig, limits)?,
-        export_bin_sha256: Sha256::digest(&bin).into(),
-        export_bin_len: bin.len(),
-    })
+    let (bin, sig) = archive_entries(zip, limits)?;
+    ExportArchive::from_entries(parse_export_bin(&bin, limits)?, &bin, &sig, limits)
 }
 
 /// Parses an `export.bin` like [`crate::export::parse_export_bin`], in one pass.
@@ -324,55 +304,6 @@ fn expect_wire(actual: u8, expected: u8) -> Result<(), Error> {
 
 fn malformed(what: &str) -> Error {
     Error::Protobuf(what.to_owned())
-}
-
-/// Lists the entry names of an archive, refusing more than a handful.
-fn entry_names(archive: &mut zip::ZipArchive<Cursor<&[u8]>>) -> Result<Vec<String>, Error> {
-    if archive.len() > MAX_LISTED {
-        return Err(Error::ArchiveEntries {
-            found: vec![format!("{} entries", archive.len())],
-        });
-    }
-    (0..archive.len())
-        .map(|index| {
-            let file = archive
-                .by_index_raw(index)
-                .map_err(|e| Error::Zip(e.to_string()))?;
-            Ok(String::from_utf8_lossy(file.name_raw()).into_owned())
-        })
-        .collect()
-}
-
-/// Decompresses one entry, trusting neither its declared size nor its compression ratio.
-fn read_entry(
-    archive: &mut zip::ZipArchive<Cursor<&[u8]>>,
-    name: &'static str,
-    limit: usize,
-) -> Result<Vec<u8>, Error> {
-    let file = archive
-        .by_name(name)
-        .map_err(|e| Error::Zip(format!("{name}: {e}")))?;
-    let declared = usize::try_from(file.size()).unwrap_or(usize::MAX);
-    check_size(name, declared, limit)?;
-
-    let mut bytes = Vec::with_capacity(declared);
-    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
-    file.take(cap)
-        .read_to_end(&mut bytes)
-        .map_err(|e| Error::Zip(format!("{name}: {e}")))?;
-    check_size(name, bytes.len(), limit)?;
-    Ok(bytes)
-}
-
-fn check_size(what: &'static str, actual: usize, limit: usize) -> Result<(), Error> {
-    if actual > limit {
-        return Err(Error::TooLarge {
-            what,
-            limit,
-            actual,
-        });
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 //! within [`ExportLimits`]; [`ExportArchive::verify`] checks its signatures against
 //! [`TrustedKeys`]; [`write_archive`] produces one.
 
-mod read;
+pub(crate) mod read;
 mod signing;
 pub mod wire;
 mod write;

@@ -78,25 +78,42 @@ impl ExportArchive {
     /// [`Error::TooLarge`], [`Error::Zip`], [`Error::ArchiveEntries`], [`Error::BadHeader`],
     /// [`Error::Protobuf`], [`Error::TooManyKeys`] and the errors of key validation.
     pub fn read(zip: &[u8], limits: &ExportLimits) -> Result<Self, Error> {
-        check_size("export archive", zip.len(), limits.max_archive_bytes)?;
-        let mut archive =
-            zip::ZipArchive::new(Cursor::new(zip)).map_err(|e| Error::Zip(e.to_string()))?;
-        let names = entry_names(&mut archive)?;
-        if names != [EXPORT_BIN_NAME, EXPORT_SIG_NAME]
-            && names != [EXPORT_SIG_NAME, EXPORT_BIN_NAME]
-        {
-            return Err(Error::ArchiveEntries { found: names });
-        }
+        let (bin, sig) = archive_entries(zip, limits)?;
+        Self::from_entries(parse_export_bin(&bin, limits)?, &bin, &sig, limits)
+    }
 
-        let bin = read_entry(&mut archive, EXPORT_BIN_NAME, limits.max_export_bin_bytes)?;
-        let sig = read_entry(&mut archive, EXPORT_SIG_NAME, limits.max_signature_bytes)?;
+    /// Completes an archive from its parsed `export.bin` and the raw bytes of both entries.
+    pub(crate) fn from_entries(
+        export: Export,
+        bin: &[u8],
+        sig: &[u8],
+        limits: &ExportLimits,
+    ) -> Result<Self, Error> {
         Ok(Self {
-            export: parse_export_bin(&bin, limits)?,
-            signatures: parse_signature_list(&sig, limits)?,
-            export_bin_sha256: Sha256::digest(&bin).into(),
+            export,
+            signatures: parse_signature_list(sig, limits)?,
+            export_bin_sha256: Sha256::digest(bin).into(),
             export_bin_len: bin.len(),
         })
     }
+}
+
+/// Opens a zip archive within `limits` and returns its two entries, `export.bin` then
+/// `export.sig`, refusing any other set of entries (§6.4).
+pub(crate) fn archive_entries(
+    zip: &[u8],
+    limits: &ExportLimits,
+) -> Result<(Vec<u8>, Vec<u8>), Error> {
+    check_size("export archive", zip.len(), limits.max_archive_bytes)?;
+    let mut archive =
+        zip::ZipArchive::new(Cursor::new(zip)).map_err(|e| Error::Zip(e.to_string()))?;
+    let names = entry_names(&mut archive)?;
+    if names != [EXPORT_BIN_NAME, EXPORT_SIG_NAME] && names != [EXPORT_SIG_NAME, EXPORT_BIN_NAME] {
+        return Err(Error::ArchiveEntries { found: names });
+    }
+    let bin = read_entry(&mut archive, EXPORT_BIN_NAME, limits.max_export_bin_bytes)?;
+    let sig = read_entry(&mut archive, EXPORT_SIG_NAME, limits.max_signature_bytes)?;
+    Ok((bin, sig))
 }
 
 /// Lists the entry names of an archive, refusing more than a handful.
@@ -138,7 +155,7 @@ fn read_entry(
     Ok(bytes)
 }
 
-fn check_size(what: &'static str, actual: usize, limit: usize) -> Result<(), Error> {
+pub(crate) fn check_size(what: &'static str, actual: usize, limit: usize) -> Result<(), Error> {
     if actual > limit {
         return Err(Error::TooLarge {
             what,
