@@ -252,8 +252,8 @@ mod tests {
 
     #[test]
     fn rssi_correction_and_clamping() {
-        // TX 8 dBm, RSSI −60, correction +5 dB: 8 − (−55) = 63 dB. A correction that would make
-        // the attenuation negative clamps to 0.
+        // TX 8 dBm, RSSI -60, correction +5 dB: 8 - (-55) = 63 dB. A correction that would
+        // make the attenuation negative clamps to 0.
         let sighting = heard(MIDNIGHT, -60, 8);
         assert_eq!(attenuation_db(&sighting, None), 68);
         assert_eq!(attenuation_db(&sighting, Some(5)), 63);
