@@ -8,6 +8,7 @@
 
 use indicatif::ProgressBar;
 use varsel_protocol::export::{ExportArchive, ExportLimits, TrustedKeys};
+use varsel_protocol::export_stream;
 
 use crate::Device;
 use crate::Error;
@@ -233,8 +234,10 @@ impl Device {
         if answer.status != 200 {
             return Err(rejected(format!("HTTP {}", answer.status)));
         }
-        let archive =
-            ExportArchive::read(&answer.body, &limits).map_err(|e| rejected(e.to_string()))?;
+        // The one-pass reader: the same checks as `ExportArchive::read`, without an allocation
+        // per key, which matters for files of hundreds of thousands of keys.
+        let archive = export_stream::read_archive(&answer.body, &limits)
+            .map_err(|e| rejected(e.to_string()))?;
         archive
             .verify(trusted)
             .map_err(|e| rejected(e.to_string()))?;
