@@ -22,6 +22,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use rand::RngCore;
 use serde_json::{Value, json};
+use varsel_key_server::certificate::{CertificateVerifier, verify_certificate};
 use varsel_key_server::clock::{SharedClock, SystemClock};
 use varsel_key_server::config::Config;
 use varsel_key_server::exports::{ExportPolicy, ExportTree, Window, build_window};
@@ -122,6 +123,7 @@ async fn publishes_per_second(count: usize, clients: usize) {
         .add("Bench", None, clock.unix_seconds())
         .unwrap()
         .to_string();
+    let verifier = server.verification().unwrap().certificate_verifier();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { server.run(listener, std::future::pending()).await.unwrap() });
@@ -146,6 +148,7 @@ async fn publishes_per_second(count: usize, clients: usize) {
     }
 
     eprintln!("{count} certificates ready; publishing");
+    certificate_checks_per_second(&bodies, &verifier);
     let queue = Arc::new(Mutex::new(bodies));
     let url = format!("{base}/v1/publish");
     let started = Instant::now();
@@ -170,6 +173,54 @@ async fn publishes_per_second(count: usize, clients: usize) {
          ({:.2} s)",
         count as f64 / elapsed.as_secs_f64(),
         elapsed.as_secs_f64()
+    );
+}
+
+/// The certificate check alone (ES256 signature, claims, tekmac), on two threads, without HTTP
+/// or storage: the floor under the cost of a publish.
+fn certificate_checks_per_second(bodies: &[Value], verifier: &CertificateVerifier) {
+    let uploads: Vec<(String, Vec<UploadKey>, HmacKey)> = bodies
+        .iter()
+        .map(|body| {
+            let keys = body["temporaryExposureKeys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|key| UploadKey {
+                    key: DiagnosisKey::from_slice(
+                        &B64.decode(key["key"].as_str().unwrap()).unwrap(),
+                    )
+                    .unwrap(),
+                    rolling_start: EnIntervalNumber::new(
+                        key["rollingStartNumber"].as_u64().unwrap() as u32,
+                    ),
+                    rolling_period: key["rollingPeriod"].as_u64().unwrap() as u32,
+                    transmission_risk: key["transmissionRisk"].as_u64().unwrap() as u8,
+                })
+                .collect();
+            let secret = HmacKey::from_base64(body["hmacKey"].as_str().unwrap()).unwrap();
+            (
+                body["verificationPayload"].as_str().unwrap().to_owned(),
+                keys,
+                secret,
+            )
+        })
+        .collect();
+    let now = std::time::SystemTime::now();
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for half in uploads.chunks(uploads.len().div_ceil(2)) {
+            scope.spawn(move || {
+                for (certificate, keys, secret) in half {
+                    verify_certificate(certificate, keys, secret, verifier, now).unwrap();
+                }
+            });
+        }
+    });
+    let elapsed = started.elapsed();
+    println!(
+        "certificate checks alone (ES256, claims, tekmac), 2 threads: {:.0} per second",
+        uploads.len() as f64 / elapsed.as_secs_f64()
     );
 }
 
