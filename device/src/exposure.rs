@@ -12,7 +12,6 @@ use varsel_protocol::risk::{DailySummary, ExposureWindow, RiskConfig};
 use crate::Device;
 use crate::Error;
 use crate::matching::{Matcher, PrefilterKey, WindowParams, exposure_windows};
-use crate::sighting::Sighting;
 use crate::store::Store;
 use crate::sync::{ExportHandler, VerifiedExport};
 
@@ -21,7 +20,8 @@ pub struct MatchingHandler {
     config: RiskConfig,
     params: WindowParams,
     prefilter: PrefilterKey,
-    sightings: Option<Vec<Sighting>>,
+    /// Built from the stored sightings at the first file of a sync, used for all its files.
+    matcher: Option<Matcher>,
 }
 
 impl std::fmt::Debug for MatchingHandler {
@@ -37,18 +37,17 @@ impl MatchingHandler {
             config,
             params,
             prefilter: PrefilterKey::generate(&mut rand_core::OsRng),
-            sightings: None,
+            matcher: None,
         }
     }
 }
 
 impl ExportHandler for MatchingHandler {
     fn handle(&mut self, store: &Store, export: &VerifiedExport<'_>) -> Result<u64, Error> {
-        if self.sightings.is_none() {
-            self.sightings = Some(store.sightings()?);
-        }
-        let sightings = self.sightings.as_deref().unwrap_or_default();
-        let matcher = Matcher::new(sightings, &self.prefilter)?;
+        let matcher = match &mut self.matcher {
+            Some(matcher) => matcher,
+            empty => empty.insert(Matcher::new(&store.sightings()?, &self.prefilter)?),
+        };
         let published_at = match export.archive.export.end_timestamp {
             0 => export.downloaded_at,
             end => end.min(export.downloaded_at),
@@ -66,7 +65,7 @@ impl ExportHandler for MatchingHandler {
     }
 
     fn finish(&mut self, store: &Store) -> Result<(), Error> {
-        self.sightings = None;
+        self.matcher = None;
         let windows: Vec<ExposureWindow> = store.exposures()?;
         store.clear_alerts()?;
         for summary in self.config.daily_summaries(&windows) {

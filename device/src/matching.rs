@@ -47,6 +47,7 @@ pub mod index;
 pub mod windows;
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use rayon::prelude::*;
 use varsel_protocol::export::{ExportArchive, ExportKey, ExportLimits, TrustedKeys};
@@ -105,20 +106,22 @@ pub struct ExportFile {
 }
 
 /// Finds the sightings of published keys among this device's sightings.
-pub struct Matcher<'a> {
-    sightings: &'a [Sighting],
+///
+/// It keeps its own copy of the sightings, so one matcher can serve a whole sync.
+pub struct Matcher {
+    sightings: Arc<[Sighting]>,
     index: IdentifierIndex,
     earliest: u64,
     latest: u64,
 }
 
-impl<'a> Matcher<'a> {
+impl Matcher {
     /// Indexes `sightings` once, hashing with `key` (use a fresh random key).
     ///
     /// # Errors
     ///
     /// [`Error::InvalidSetting`] for 2³² sightings or more.
-    pub fn new(sightings: &'a [Sighting], key: &PrefilterKey) -> Result<Self, Error> {
+    pub fn new(sightings: &[Sighting], key: &PrefilterKey) -> Result<Self, Error> {
         if u32::try_from(sightings.len()).is_err() {
             return Err(Error::InvalidSetting {
                 name: "sightings",
@@ -126,7 +129,7 @@ impl<'a> Matcher<'a> {
             });
         }
         Ok(Self {
-            sightings,
+            sightings: Arc::from(sightings),
             index: IdentifierIndex::build(sightings.iter().map(|s| (s.rpi, s.time)), key),
             earliest: sightings.iter().map(|s| s.time).min().unwrap_or(u64::MAX),
             latest: sightings.iter().map(|s| s.time).max().unwrap_or(0),

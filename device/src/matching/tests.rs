@@ -62,7 +62,7 @@ fn interval_start(offset: u32) -> u64 {
     MIDNIGHT + u64::from(offset) * INTERVAL_SECONDS
 }
 
-fn matcher(sightings: &[Sighting]) -> Matcher<'_> {
+fn matcher(sightings: &[Sighting]) -> Matcher {
     let key = PrefilterKey::generate(&mut StdRng::seed_from_u64(7));
     Matcher::new(sightings, &key).unwrap()
 }
