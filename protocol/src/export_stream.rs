@@ -14,13 +14,11 @@
 //! another one first. Tests compare the two decoders on valid, mutated and random input.
 
 use crate::Error;
-use crate::export::read::{archive_entries, check_size};
+use crate::export::read::{KeyFields, archive_entries, check_size};
 use crate::export::{
-    EXPORT_BIN_HEADER, EXPORT_BIN_NAME, Export, ExportArchive, ExportKey, ExportLimits, ReportType,
+    EXPORT_BIN_HEADER, EXPORT_BIN_NAME, Export, ExportArchive, ExportKey, ExportLimits,
     SignatureInfo,
 };
-use crate::interval::{EK_ROLLING_PERIOD, EnIntervalNumber};
-use crate::keys::DiagnosisKey;
 
 /// How deep unknown groups may nest, counted as the generated decoder counts.
 const RECURSION_LIMIT: u32 = 100;
@@ -105,21 +103,10 @@ fn signature_info(body: &[u8]) -> Result<SignatureInfo, Error> {
     Ok(info)
 }
 
-/// The fields of one `TemporaryExposureKey` as they appear on the wire.
-#[derive(Default)]
-struct WireKey<'a> {
-    key_data: Option<&'a [u8]>,
-    transmission_risk_level: Option<i32>,
-    rolling_start: Option<i32>,
-    rolling_period: Option<i32>,
-    report_type: Option<i32>,
-    days_since_onset: Option<i32>,
-}
-
 /// Decodes and validates one `TemporaryExposureKey`, checking what the protocol's conversion
 /// checks in the same order.
 fn export_key(body: &[u8]) -> Result<ExportKey, Error> {
-    let mut key = WireKey::default();
+    let mut key = KeyFields::default();
     let mut reader = Reader(body);
     while !reader.is_empty() {
         let (field, wire) = reader.key()?;
@@ -133,41 +120,7 @@ fn export_key(body: &[u8]) -> Result<ExportKey, Error> {
             _ => reader.skip(field, wire, RECURSION_LIMIT - 1)?,
         }
     }
-    validate(key)
-}
-
-fn validate(key: WireKey<'_>) -> Result<ExportKey, Error> {
-    let key_data = key
-        .key_data
-        .ok_or(Error::MissingField { field: "key_data" })?;
-    let rolling_start = key.rolling_start.ok_or(Error::MissingField {
-        field: "rolling_start_interval_number",
-    })?;
-    let rolling_start = u32::try_from(rolling_start).map_err(|_| Error::FieldOutOfRange {
-        field: "rolling_start_interval_number",
-        value: rolling_start.into(),
-    })?;
-    let rolling_period = key.rolling_period.unwrap_or(EK_ROLLING_PERIOD as i32);
-    let rolling_period = u32::try_from(rolling_period)
-        .ok()
-        .filter(|period| (1..=EK_ROLLING_PERIOD).contains(period))
-        .ok_or_else(|| Error::FieldOutOfRange {
-            field: "rolling_period",
-            value: rolling_period.into(),
-        })?;
-    let report_type = key
-        .report_type
-        .map(|value| ReportType::from_i32(value).ok_or(Error::UnknownReportType { value }))
-        .transpose()?;
-
-    Ok(ExportKey {
-        key: DiagnosisKey::from_slice(key_data)?,
-        transmission_risk_level: key.transmission_risk_level.unwrap_or(0),
-        rolling_start: EnIntervalNumber::new(rolling_start),
-        rolling_period,
-        report_type,
-        days_since_onset_of_symptoms: key.days_since_onset,
-    })
+    key.validate()
 }
 
 /// Protobuf wire types.
@@ -311,7 +264,10 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::export::ReportType;
     use crate::export::{self, encode_export_bin};
+    use crate::interval::EnIntervalNumber;
+    use crate::keys::DiagnosisKey;
 
     fn both(bytes: &[u8]) -> (Result<Export, Error>, Result<Export, Error>) {
         let limits = ExportLimits::default();

@@ -236,22 +236,46 @@ fn convert_keys(keys: Vec<wire::TemporaryExposureKey>) -> Result<Vec<ExportKey>,
 impl TryFrom<wire::TemporaryExposureKey> for ExportKey {
     type Error = Error;
 
-    /// Validates one key: 16 key bytes, a rolling start, a period of 1-144 (absent meaning 144)
-    /// and a report type GAEN defines.
     fn try_from(key: wire::TemporaryExposureKey) -> Result<Self, Error> {
-        let key_data = key
+        KeyFields {
+            key_data: key.key_data.as_deref(),
+            transmission_risk_level: key.transmission_risk_level,
+            rolling_start: key.rolling_start_interval_number,
+            rolling_period: key.rolling_period,
+            report_type: key.report_type,
+            days_since_onset: key.days_since_onset_of_symptoms,
+        }
+        .validate()
+    }
+}
+
+/// The fields of one `TemporaryExposureKey` as they appear on the wire, before validation;
+/// both export readers fill one and validate it here.
+#[derive(Default)]
+pub(crate) struct KeyFields<'a> {
+    pub(crate) key_data: Option<&'a [u8]>,
+    pub(crate) transmission_risk_level: Option<i32>,
+    pub(crate) rolling_start: Option<i32>,
+    pub(crate) rolling_period: Option<i32>,
+    pub(crate) report_type: Option<i32>,
+    pub(crate) days_since_onset: Option<i32>,
+}
+
+impl KeyFields<'_> {
+    /// Validates one key: 16 key bytes, a non-negative rolling start, a period of 1-144 (absent
+    /// meaning 144) and a report type GAEN defines.
+    pub(crate) fn validate(self) -> Result<ExportKey, Error> {
+        let key_data = self
             .key_data
             .ok_or(Error::MissingField { field: "key_data" })?;
-        let rolling_start = key
-            .rolling_start_interval_number
-            .ok_or(Error::MissingField {
-                field: "rolling_start_interval_number",
-            })?;
+        let rolling_start = self.rolling_start.ok_or(Error::MissingField {
+            field: "rolling_start_interval_number",
+        })?;
         let rolling_start = u32::try_from(rolling_start).map_err(|_| Error::FieldOutOfRange {
             field: "rolling_start_interval_number",
             value: rolling_start.into(),
         })?;
-        let rolling_period = key.rolling_period.unwrap_or(EK_ROLLING_PERIOD as i32);
+        let rolling_period = self.rolling_period.unwrap_or(EK_ROLLING_PERIOD as i32);
         let rolling_period = u32::try_from(rolling_period)
             .ok()
             .filter(|period| (1..=EK_ROLLING_PERIOD).contains(period))
@@ -259,18 +283,18 @@ impl TryFrom<wire::TemporaryExposureKey> for ExportKey {
                 field: "rolling_period",
                 value: rolling_period.into(),
             })?;
-        let report_type = key
+        let report_type = self
             .report_type
             .map(|value| ReportType::from_i32(value).ok_or(Error::UnknownReportType { value }))
             .transpose()?;
 
-        Ok(Self {
-            key: DiagnosisKey::from_slice(&key_data)?,
-            transmission_risk_level: key.transmission_risk_level.unwrap_or(0),
+        Ok(ExportKey {
+            key: DiagnosisKey::from_slice(key_data)?,
+            transmission_risk_level: self.transmission_risk_level.unwrap_or(0),
             rolling_start: EnIntervalNumber::new(rolling_start),
             rolling_period,
             report_type,
-            days_since_onset_of_symptoms: key.days_since_onset_of_symptoms,
+            days_since_onset_of_symptoms: self.days_since_onset,
         })
     }
 }
