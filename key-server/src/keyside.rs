@@ -161,7 +161,10 @@ impl KeyService {
             Some(verifier) => verifier,
             None => jwks_verifier(config)?,
         };
-        let keys = PublishedKeys::new(db.open_tree("keys")?);
+        let schedule = schedule(&config.exports)?;
+        let now = clock.unix_seconds();
+        let retained_from = now.saturating_sub(schedule.retention_seconds);
+        let keys = PublishedKeys::open(db.open_tree("keys")?, now, retained_from)?;
         let publisher = Publisher {
             keys: keys.clone(),
             verifier,
@@ -181,7 +184,7 @@ impl KeyService {
             state: db.open_tree("export_state")?,
             tree,
             policy: policy(exports),
-            schedule: schedule(exports)?,
+            schedule,
             signers: signers(&ring, &exports.key_id),
             clock: clock.clone(),
         };

@@ -21,7 +21,7 @@ use varsel_protocol::tekmac::{HmacKey, UploadKey};
 
 use crate::certificate::{CertificateVerifier, VerifiedCertificate, verify_certificate};
 use crate::error::{Error, Result};
-use crate::published::{PublishedKeys, StoredKey};
+use crate::published::{PublishedKeys, StoredKey, Upload};
 use crate::revision::{RevisionClaims, RevisionKey};
 
 /// Largest publish body, in bytes.
@@ -175,30 +175,27 @@ impl Publisher {
         }
         let candidates = parse_keys(&request.temporary_exposure_keys)?;
         check_overlaps(&candidates)?;
-        let hmac_key =
-            HmacKey::from_base64(&request.hmac_key).map_err(|_| Error::InvalidField {
-                field: "hmacKey",
-                reason: "must be base64 of 16 to 128 bytes",
-            })?;
-        let uploads: Vec<UploadKey> = candidates.iter().map(|c| c.upload).collect();
-        let certificate = verify_certificate(
-            &request.verification_payload,
-            &uploads,
-            &hmac_key,
-            &self.verifier,
-            now,
-        )?;
-        let certificate_hash = self.check_unused(&certificate)?;
+        let certificate = self.certificate(request, &candidates, now)?;
         let revision = request
             .revision_token
             .as_deref()
             .map(|token| self.revision_key.open(token))
             .transpose()?;
+        let certificate_hash: [u8; 32] = Sha256::digest(certificate.id.as_bytes()).into();
 
         let now = crate::certificate::unix(now);
-        let plan = self.plan(&candidates, &certificate, revision.as_ref(), now)?;
-        self.keys
-            .write_with_certificate(&plan.records, &certificate_hash, certificate.expires)?;
+        let upload = self.keys.upload();
+        if upload.certificate_used(&certificate_hash) {
+            return Err(Error::Certificate(crate::error::TokenRejection::Used));
+        }
+        let rules = Rules {
+            certificate: &certificate,
+            revision: revision.as_ref(),
+            now,
+        };
+        let plan = plan(&upload, &candidates, &rules)?;
+        let hour = now / 3_600 * 3_600;
+        upload.commit(&plan.records, &certificate_hash, certificate.expires, hour)?;
         Ok(PublishOutcome {
             inserted: plan.records.len(),
             dropped: plan.dropped,
@@ -208,77 +205,111 @@ impl Publisher {
         })
     }
 
-    /// Refuses a certificate used before; returns the hash under which to record its use.
-    fn check_unused(&self, certificate: &VerifiedCertificate) -> Result<[u8; 32]> {
-        let hash: [u8; 32] = Sha256::digest(certificate.id.as_bytes()).into();
-        if self.keys.certificate_used(&hash)? {
-            return Err(Error::Certificate(crate::error::TokenRejection::Used));
-        }
-        Ok(hash)
-    }
-
-    /// Decides, key by key, what to store.
-    fn plan(
+    /// The upload's certificate, verified against its keys and HMAC secret.
+    fn certificate(
         &self,
+        request: &PublishRequest,
         candidates: &[Candidate],
-        certificate: &VerifiedCertificate,
-        revision: Option<&RevisionClaims>,
-        now: u64,
-    ) -> Result<Plan> {
-        let mut plan = Plan::default();
-        let current = EnIntervalNumber::new((now / INTERVAL_SECONDS) as u32);
-        let upload_hour = now / 3_600 * 3_600;
-        for candidate in candidates {
-            let upload = candidate.upload;
-            if let Err(reason) = check_age(&upload, current) {
+        now: SystemTime,
+    ) -> Result<VerifiedCertificate> {
+        let hmac_key =
+            HmacKey::from_base64(&request.hmac_key).map_err(|_| Error::InvalidField {
+                field: "hmacKey",
+                reason: "must be base64 of 16 to 128 bytes",
+            })?;
+        let uploads: Vec<UploadKey> = candidates.iter().map(|c| c.upload).collect();
+        verify_certificate(
+            &request.verification_payload,
+            &uploads,
+            &hmac_key,
+            &self.verifier,
+            now,
+        )
+    }
+}
+
+/// Decides, key by key, what to store, given what is stored already.
+fn plan(stored: &Upload<'_>, candidates: &[Candidate], rules: &Rules<'_>) -> Result<Plan> {
+    let mut plan = Plan::default();
+    for candidate in candidates {
+        let upload = &candidate.upload;
+        match rules.decide(upload, stored.get(&upload.key)?)? {
+            Decision::Drop(reason) => {
                 plan.dropped.push((candidate.index, reason));
                 continue;
             }
-            let days = days_since_onset(upload.rolling_start, certificate.symptom_onset);
-            if days.is_some_and(|days| days.abs() > MAX_DAYS_FROM_ONSET) {
-                plan.dropped
-                    .push((candidate.index, DropReason::FarFromOnset));
-                continue;
-            }
-            let key = ExportKey {
-                key: upload.key,
-                transmission_risk_level: i32::from(upload.transmission_risk),
-                rolling_start: upload.rolling_start,
-                rolling_period: upload.rolling_period,
-                report_type: Some(certificate.report_type),
-                days_since_onset_of_symptoms: days,
-            };
-            match self.keys.get(&upload.key)? {
-                // A revocation withdraws keys published before; there is nothing to withdraw.
-                None if certificate.report_type == ReportType::Revoked => {
-                    plan.dropped
-                        .push((candidate.index, DropReason::RevisionNotAllowed));
-                    continue;
-                }
-                None => plan.records.push((new_record(key, upload_hour, now), None)),
-                Some(existing) if same_upload(&existing, &key) => {}
-                Some(existing) => {
-                    let revised = revise(existing, certificate.report_type, revision, upload_hour)?;
-                    match revised {
-                        Some(record) => plan.records.push((record, Some(existing))),
-                        None => {
-                            plan.dropped
-                                .push((candidate.index, DropReason::RevisionNotAllowed));
-                            continue;
-                        }
-                    }
-                }
-            }
-            plan.covered.push((upload.key, upload.rolling_start));
+            Decision::Store(record) => plan.records.push(record),
+            Decision::Unchanged => {}
         }
-        Ok(plan)
+        plan.covered.push((upload.key, upload.rolling_start));
+    }
+    Ok(plan)
+}
+
+/// What one upload, at one moment and under one certificate, does to each of its keys.
+struct Rules<'a> {
+    certificate: &'a VerifiedCertificate,
+    revision: Option<&'a RevisionClaims>,
+    now: u64,
+}
+
+/// The fate of one key.
+enum Decision {
+    /// Write this record, new or revised.
+    Store(StoredKey),
+    /// Stored already as it would be now: a repeated upload.
+    Unchanged,
+    /// Dropped, the rest of the upload going ahead.
+    Drop(DropReason),
+}
+
+impl Rules<'_> {
+    /// Applies the age, onset and revision rules to `upload`, stored as `existing` if at all.
+    fn decide(&self, upload: &UploadKey, existing: Option<StoredKey>) -> Result<Decision> {
+        let current = EnIntervalNumber::new((self.now / INTERVAL_SECONDS) as u32);
+        if let Err(reason) = check_age(upload, current) {
+            return Ok(Decision::Drop(reason));
+        }
+        let certificate = self.certificate;
+        let days = days_since_onset(upload.rolling_start, certificate.symptom_onset);
+        if days.is_some_and(|days| days.abs() > MAX_DAYS_FROM_ONSET) {
+            return Ok(Decision::Drop(DropReason::FarFromOnset));
+        }
+        let key = ExportKey {
+            key: upload.key,
+            transmission_risk_level: i32::from(upload.transmission_risk),
+            rolling_start: upload.rolling_start,
+            rolling_period: upload.rolling_period,
+            report_type: Some(certificate.report_type),
+            days_since_onset_of_symptoms: days,
+        };
+        let upload_hour = self.now / 3_600 * 3_600;
+        Ok(match existing {
+            // A revocation withdraws keys published before; there is nothing to withdraw.
+            None if certificate.report_type == ReportType::Revoked => {
+                Decision::Drop(DropReason::RevisionNotAllowed)
+            }
+            None => Decision::Store(new_record(key, upload_hour, self.now)),
+            Some(existing) if same_upload(&existing, &key) => Decision::Unchanged,
+            Some(existing) => {
+                match revise(
+                    existing,
+                    certificate.report_type,
+                    self.revision,
+                    upload_hour,
+                )? {
+                    Some(record) => Decision::Store(record),
+                    None => Decision::Drop(DropReason::RevisionNotAllowed),
+                }
+            }
+        })
     }
 }
 
 /// What one upload will write.
 #[derive(Default)]
 struct Plan {
-    records: Vec<(StoredKey, Option<StoredKey>)>,
+    records: Vec<StoredKey>,
     dropped: Vec<(usize, DropReason)>,
     covered: Vec<(DiagnosisKey, EnIntervalNumber)>,
 }

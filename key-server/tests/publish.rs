@@ -539,11 +539,17 @@ async fn malformed_uploads_change_nothing() {
 async fn keys_and_files_expire_after_fourteen_days() {
     let server = TestServer::start().await;
     let api_key = server.authority("Lab", None);
-    let upload = certify(&server, &api_key, "confirmed", None, past_keys(1)).await;
+    let upload = certify(&server, &api_key, "confirmed", None, past_keys(2)).await;
     assert_eq!(publish(&server, &upload).await.status, 200);
+    assert_eq!(key_entries(&server), "u", "one entry for the upload");
     let exports = exported_after(&server, Duration::from_secs(3 * HOUR)).await;
     assert_eq!(exports.len(), 1);
     assert!(!server.keys.published_keys().is_empty());
+    assert_eq!(
+        key_entries(&server),
+        "h",
+        "once its hour ended, the upload is merged into an hour part"
+    );
 
     let exports = exported_after(&server, Duration::from_secs(13 * DAY)).await;
     assert_eq!(exports.len(), 1, "kept for fourteen days");
@@ -551,5 +557,18 @@ async fn keys_and_files_expire_after_fourteen_days() {
     assert!(exports.is_empty());
     assert!(server.keys.published_keys().is_empty());
     assert!(server.keys.tree().zip_files().unwrap().is_empty());
+    assert_eq!(key_entries(&server), "", "no stored key is left");
     server.stop().await;
+}
+
+/// The kinds of key-holding entries in the key side's `keys` tree: `u` for an upload, `h` for
+/// an hour part.
+fn key_entries(server: &TestServer) -> String {
+    server
+        .keys
+        .dump()
+        .iter()
+        .filter(|(tree, name, _)| tree == b"keys" && matches!(name[0], b'u' | b'h'))
+        .map(|(_, name, _)| char::from(name[0]))
+        .collect()
 }
