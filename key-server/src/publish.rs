@@ -13,7 +13,6 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use varsel_protocol::export::{ExportKey, ReportType};
 use varsel_protocol::interval::{EK_ROLLING_PERIOD, EnIntervalNumber, INTERVAL_SECONDS};
 use varsel_protocol::keys::DiagnosisKey;
@@ -21,7 +20,7 @@ use varsel_protocol::tekmac::{HmacKey, UploadKey};
 
 use crate::certificate::{CertificateVerifier, VerifiedCertificate, verify_certificate};
 use crate::error::{Error, Result};
-use crate::published::{PublishedKeys, StoredKey, Upload};
+use crate::published::{CertificateHash, PublishedKeys, StoredKey, Upload, start_of_hour};
 use crate::revision::{RevisionClaims, RevisionKey};
 
 /// Largest publish body, in bytes.
@@ -181,7 +180,7 @@ impl Publisher {
             .as_deref()
             .map(|token| self.revision_key.open(token))
             .transpose()?;
-        let certificate_hash: [u8; 32] = Sha256::digest(certificate.id.as_bytes()).into();
+        let certificate_hash = CertificateHash::of(&certificate.id);
 
         let now = crate::certificate::unix(now);
         let upload = self.keys.upload();
@@ -192,10 +191,15 @@ impl Publisher {
             certificate: &certificate,
             revision: revision.as_ref(),
             now,
+            upload_hour: start_of_hour(now),
         };
         let plan = plan(&upload, &candidates, &rules)?;
-        let hour = now / 3_600 * 3_600;
-        upload.commit(&plan.records, &certificate_hash, certificate.expires, hour)?;
+        upload.commit(
+            &plan.records,
+            &certificate_hash,
+            certificate.expires,
+            rules.upload_hour,
+        )?;
         Ok(PublishOutcome {
             inserted: plan.records.len(),
             dropped: plan.dropped,
@@ -251,6 +255,7 @@ struct Rules<'a> {
     certificate: &'a VerifiedCertificate,
     revision: Option<&'a RevisionClaims>,
     now: u64,
+    upload_hour: u64,
 }
 
 /// The fate of one key.
@@ -283,7 +288,7 @@ impl Rules<'_> {
             report_type: Some(certificate.report_type),
             days_since_onset_of_symptoms: days,
         };
-        let upload_hour = self.now / 3_600 * 3_600;
+        let upload_hour = self.upload_hour;
         Ok(match existing {
             // A revocation withdraws keys published before; there is nothing to withdraw.
             None if certificate.report_type == ReportType::Revoked => {

@@ -1,7 +1,8 @@
 //! The key side's store of uploaded diagnosis keys (`spec/key-server.md`, "Storage").
 //!
 //! Per key the store keeps only what its export needs, plus the hour it was uploaded and the
-//! time it may first be exported; per used certificate, the hash of its `jti` and its expiry.
+//! time it may first be exported; per used certificate, the hash of its `jti` and the hour it
+//! expires by.
 //!
 //! On disk, in one sled tree:
 //!
@@ -9,41 +10,69 @@
 //!   all. Sled batches are never used: a batch takes a lock that shuts out every reader and
 //!   writer of every sled database in the process, and under concurrent uploads that lock, not
 //!   the disk, set the pace. One entry is also a fraction of the work of one entry per key;
-//! - once the hour it was uploaded in has ended, the worker merges it into *hour parts*: the
-//!   records of every upload of that hour, sorted by key, so that which keys came together is
-//!   kept no longer than that. A merge writes its parts, then a marker naming the last upload it
-//!   covers, and only then removes the uploads; a merge cut short is redone from the uploads.
+//! - a few minutes after the hour an upload was written in has ended, the worker merges it into
+//!   *hour parts*: the records of every upload of that hour, sorted by key, so that which keys
+//!   came together is not kept. A merge writes its parts, then a marker naming the merge and
+//!   the last upload it covers, and only then removes the uploads. A merge cut short before
+//!   its marker is redone from the uploads; one cut short after it is finished when the store
+//!   next opens.
 //!
 //! In memory, an index mirrors the tree (rebuilt by one scan when the store opens): an upload
 //! reads nothing from disk, and the export worker finds a window's keys without a scan. One
 //! lock over the index makes each upload's checks and write a unit: two uploads of the same key
 //! or certificate cannot interleave.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use sha2::{Digest, Sha256};
 use varsel_protocol::export::{ExportKey, ReportType};
 use varsel_protocol::interval::EnIntervalNumber;
 use varsel_protocol::keys::DiagnosisKey;
 
 use crate::error::{Error, Result};
 
+/// Seconds in an hour, the unit every stored time is rounded to.
+pub const HOUR_SECONDS: u64 = 3_600;
+/// How long after an hour ends its uploads are merged, so that none still in flight is left
+/// to a part of its own.
+pub const MERGE_GRACE_SECONDS: u64 = 5 * 60;
+
 /// Prefix of uploads: `u` ‖ sequence number (big-endian) → [`UploadEntry`].
 const UPLOAD: u8 = b'u';
-/// Prefix of hour parts: `h` ‖ sequence number of the last upload merged ‖ part number.
+/// Prefix of hour parts: `h` ‖ merge number ‖ part number → [`Part`] contents.
 const PART: u8 = b'h';
-/// The merge marker: every upload up to this sequence number is in hour parts.
-const MERGED: &[u8] = b"m";
-/// Prefix of used certificates once merged: `c` ‖ SHA-256 of the `jti` → expiry.
+/// The merge marker → [`Marker`].
+const MARKER: &[u8] = b"m";
+/// Prefix of used certificates once merged: `c` ‖ [`CertificateHash`] → expiry hour.
 const CERTIFICATE: u8 = b'c';
 /// Length of an encoded [`StoredKey`].
 const RECORD_LEN: usize = 30;
 /// Length of a key with its record, as uploads and parts list them.
 const LISTED_LEN: usize = 16 + RECORD_LEN;
-/// Most uploads one merge step takes, to bound its memory.
+/// A merge step takes whole hours of uploads until it holds at least this many.
 const MERGE_UPLOADS: usize = 20_000;
 /// Most records in one hour part.
 const PART_RECORDS: usize = 50_000;
+/// Most keys read from the index under one hold of its lock.
+const READ_CHUNK: usize = 10_000;
+
+/// The start of the hour `time` falls in.
+pub fn start_of_hour(time: u64) -> u64 {
+    time / HOUR_SECONDS * HOUR_SECONDS
+}
+
+/// SHA-256 of a certificate's `jti`: how the store remembers that a certificate was used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CertificateHash([u8; 32]);
+
+impl CertificateHash {
+    /// The hash of the certificate identified by `jti`.
+    pub fn of(jti: &str) -> Self {
+        Self(Sha256::digest(jti.as_bytes()).into())
+    }
+}
 
 /// One uploaded key as stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,6 +161,9 @@ pub struct PublishedKeys {
 struct Shared {
     tree: sled::Tree,
     index: Mutex<Index>,
+    /// Held by whoever writes or removes hour parts, one at a time; the marker of the last
+    /// merge.
+    parts: Mutex<Marker>,
 }
 
 /// What the tree holds, in memory.
@@ -143,39 +175,52 @@ struct Index {
     by_release: Times,
     /// Revised keys by the release time of their revision.
     by_revision: Times,
-    /// Used certificates and when they expire.
-    certificates: HashMap<[u8; 32], u64>,
-    /// Hour parts on disk, with the latest release time of the records in them.
-    parts: BTreeMap<Vec<u8>, u64>,
+    /// Used certificates and the hour they expire by.
+    certificates: HashMap<CertificateHash, u64>,
+    /// Hour parts on disk, with the earliest and latest release time of their records.
+    parts: BTreeMap<Vec<u8>, (u64, u64)>,
     /// The sequence number of the next upload.
     next_upload: u64,
+    /// The hour of the last upload written: no upload is filed under an earlier one, so that
+    /// uploads are in hour order and a merge never leaves one behind.
+    last_hour: u64,
 }
 
-/// Keys listed by a time: release or revision release.
-type Times = BTreeMap<u64, Vec<DiagnosisKey>>;
+/// Keys by a time: release or revision release.
+type Times = BTreeSet<(u64, DiagnosisKey)>;
+
+/// How far merging has got: the number of the last merge, and the last upload it covered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Marker {
+    merge: u64,
+    last_upload: u64,
+}
 
 impl PublishedKeys {
     /// Opens the key side's `keys` tree and builds the index from it: hour parts first, then
-    /// uploads not merged yet, in the order they were written. A merge that was cut short is
-    /// undone. Keys released before `retained_from` and certificates that expired before
-    /// `now` are left out.
+    /// uploads not merged yet, each in the order written, so a later record of a key (a
+    /// revision) wins. What a merge cut short left is cleaned up. Keys released before
+    /// `retained_from` and certificates that expired before `now` are left out.
     ///
     /// # Errors
     ///
     /// Storage failures and corrupt entries.
     pub fn open(tree: sled::Tree, now: u64, retained_from: u64) -> Result<Self> {
-        let merged = merge_marker(&tree)?;
+        let marker = tree
+            .get(MARKER)?
+            .map_or(Ok(Marker::default()), |bytes| Marker::decode(&bytes))?;
         let mut index = Index {
-            next_upload: merged + 1,
+            next_upload: marker.last_upload + 1,
             ..Index::default()
         };
-        index.load_parts(&tree, merged)?;
-        index.load_uploads(&tree, merged, now)?;
+        index.load_parts(&tree, marker)?;
+        index.load_uploads(&tree, marker, now)?;
         index.load_certificates(&tree, now)?;
         index.remove_released_before(retained_from);
         let shared = Shared {
             tree,
             index: Mutex::new(index),
+            parts: Mutex::new(marker),
         };
         Ok(Self {
             shared: Arc::new(shared),
@@ -188,59 +233,40 @@ impl PublishedKeys {
     ///
     /// A corrupt record.
     pub fn get(&self, key: &DiagnosisKey) -> Result<Option<StoredKey>> {
-        self.lock().get(key)
+        self.index().get(key)
     }
 
     /// Exclusive access for one upload: what it reads and what it writes happen under one lock.
     pub fn upload(&self) -> Upload<'_> {
         Upload {
             tree: &self.shared.tree,
-            index: self.lock(),
+            index: self.index(),
         }
     }
 
-    /// Whether a certificate with this `jti` hash was used already.
-    pub fn certificate_used(&self, certificate_hash: &[u8; 32]) -> bool {
-        self.lock().certificates.contains_key(certificate_hash)
-    }
-
-    /// Merges every upload of an hour that ended before `now` into hour parts; returns how
-    /// many uploads were merged.
+    /// Merges the uploads of every hour that ended at least [`MERGE_GRACE_SECONDS`] before
+    /// `now` into hour parts; returns how many uploads were merged.
     ///
     /// # Errors
     ///
-    /// Storage failures and corrupt entries; what was merged stays merged, the rest waits for
-    /// the next call.
+    /// Storage failures and corrupt entries; what was merged stays merged, and the rest waits
+    /// for the next call.
     pub fn merge_ended_hours(&self, now: u64) -> Result<usize> {
-        let tree = &self.shared.tree;
-        let hour = now / 3_600 * 3_600;
+        let mut marker = lock(&self.shared.parts);
+        let ended = start_of_hour(now.saturating_sub(MERGE_GRACE_SECONDS));
         let mut merged = 0;
         loop {
-            let uploads = uploads_before(tree, hour)?;
-            let Some((last, _)) = uploads.last() else {
+            let uploads = self.uploads_to_merge(*marker, ended)?;
+            let Some((last_upload, _)) = uploads.last() else {
                 return Ok(merged);
             };
-            let parts = hour_parts(*last, &uploads);
-            for (name, value, _) in &parts {
-                tree.insert(name.as_slice(), value.as_slice())?;
-            }
-            for (_, upload) in &uploads {
-                if upload.expires >= now {
-                    let expires = upload.expires.to_be_bytes();
-                    tree.insert(certificate_key(&upload.certificate_hash), &expires)?;
-                }
-            }
-            // The parts must be on disk before the marker says the uploads are in them.
-            tree.flush()?;
-            tree.insert(MERGED, &last.to_be_bytes())?;
-            tree.flush()?;
-            for (sequence, _) in &uploads {
-                tree.remove(upload_key(*sequence))?;
-            }
-            let mut index = self.lock();
-            for (name, _, latest_release) in parts {
-                index.parts.insert(name, latest_release);
-            }
+            let next = Marker {
+                merge: marker.merge + 1,
+                last_upload: *last_upload,
+            };
+            self.merge(next, &uploads, now)?;
+            *marker = next;
+            self.remove_uploads(&uploads)?;
             merged += uploads.len();
         }
     }
@@ -252,7 +278,7 @@ impl PublishedKeys {
     /// Storage failures.
     pub fn forget_certificates_before(&self, cutoff: u64) -> Result<usize> {
         let mut expired = Vec::new();
-        self.lock().certificates.retain(|hash, expiry| {
+        self.index().certificates.retain(|hash, expiry| {
             let keep = *expiry >= cutoff;
             if !keep {
                 expired.push(*hash);
@@ -271,8 +297,7 @@ impl PublishedKeys {
     ///
     /// Corrupt records.
     pub fn released_in(&self, start: u64, end: u64) -> Result<Vec<StoredKey>> {
-        let index = self.lock();
-        index.records_in(&index.by_release, start, end)
+        self.records_in(|index| &index.by_release, start, end)
     }
 
     /// Keys whose revision release time lies in `[start, end)`.
@@ -281,54 +306,152 @@ impl PublishedKeys {
     ///
     /// Corrupt records.
     pub fn revised_in(&self, start: u64, end: u64) -> Result<Vec<StoredKey>> {
-        let index = self.lock();
-        index.records_in(&index.by_revision, start, end)
+        self.records_in(|index| &index.by_revision, start, end)
     }
 
     /// The earliest release or revision time at or after `from`, to skip empty windows.
     pub fn next_release_from(&self, from: u64) -> Option<u64> {
-        let index = self.lock();
-        let first = |times: &Times| times.range(from..).next().map(|(at, _)| *at);
+        let index = self.index();
+        let first = |times: &Times| times.range(first_at(from)..).next().map(|(at, _)| *at);
         match (first(&index.by_release), first(&index.by_revision)) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
     }
 
-    /// Deletes every key released before `cutoff`, and every hour part holding only such
-    /// keys. Returns how many keys.
+    /// Deletes every key released before `cutoff`: from the index, and from the hour parts,
+    /// which are removed once empty. Returns how many keys.
     ///
     /// # Errors
     ///
-    /// Storage failures; a part left behind is dropped again from the index when the store
-    /// next opens.
+    /// Storage failures; a part not rewritten keeps its expired keys on disk until the next
+    /// call, and they are left out of the index when the store opens.
     pub fn delete_released_before(&self, cutoff: u64) -> Result<usize> {
-        let (deleted, parts) = {
-            let mut index = self.lock();
+        let _parts = lock(&self.shared.parts);
+        let (deleted, touched) = {
+            let mut index = self.index();
             let deleted = index.remove_released_before(cutoff);
-            (deleted, index.take_parts_before(cutoff))
+            (deleted, index.parts_released_before(cutoff))
         };
-        for name in parts {
-            self.shared.tree.remove(name)?;
+        for name in touched {
+            self.cut_part(&name, cutoff)?;
         }
         Ok(deleted)
     }
 
     /// Number of stored keys.
     pub fn len(&self) -> usize {
-        self.lock().records.len()
+        self.index().records.len()
     }
 
     /// Whether no key is stored.
     pub fn is_empty(&self) -> bool {
-        self.lock().records.is_empty()
+        self.index().records.is_empty()
     }
 
-    fn lock(&self) -> MutexGuard<'_, Index> {
-        self.shared
-            .index
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    fn index(&self) -> MutexGuard<'_, Index> {
+        lock(&self.shared.index)
+    }
+
+    /// The records listed in `[start, end)` of one time list, copied out a chunk at a time so
+    /// that uploads wait for the lock no longer than one chunk. Windows are read once they
+    /// are over, when no upload can add to them.
+    fn records_in(
+        &self,
+        list: impl Fn(&Index) -> &Times,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<StoredKey>> {
+        let mut records = Vec::new();
+        let mut from = Bound::Included(first_at(start));
+        loop {
+            let chunk = self.index().copy_chunk(&list, from, first_at(end));
+            let Some(&(key, time, _)) = chunk.last() else {
+                return Ok(records);
+            };
+            from = Bound::Excluded((time, key));
+            for (key, _, bytes) in &chunk {
+                records.push(StoredKey::decode(*key, bytes)?);
+            }
+        }
+    }
+
+    /// The uploads the next merge step takes, oldest first: whole hours that ended before
+    /// `ended`, until there are at least [`MERGE_UPLOADS`]. Only uploads numbered below the
+    /// next one at the start are read: each of those is fully written.
+    fn uploads_to_merge(&self, marker: Marker, ended: u64) -> Result<Vec<(u64, UploadEntry)>> {
+        let end = self.index().next_upload;
+        let range = upload_key(marker.last_upload + 1)..upload_key(end);
+        let mut uploads: Vec<(u64, UploadEntry)> = Vec::new();
+        for entry in self.shared.tree.range(range) {
+            let (name, value) = entry?;
+            let upload = UploadEntry::decode(&value)?;
+            let hour_changes = uploads
+                .last()
+                .is_some_and(|(_, last)| last.hour != upload.hour);
+            if upload.hour >= ended || (uploads.len() >= MERGE_UPLOADS && hour_changes) {
+                break;
+            }
+            uploads.push((sequence_in(&name)?, upload));
+        }
+        Ok(uploads)
+    }
+
+    /// Writes one merge step's parts and the certificates still valid, then its marker, each
+    /// flushed before the next, and lists the parts in the index.
+    fn merge(&self, marker: Marker, uploads: &[(u64, UploadEntry)], now: u64) -> Result<()> {
+        let tree = &self.shared.tree;
+        // Parts that a failed attempt at this merge left behind would be trusted with it.
+        for entry in tree.scan_prefix(&part_key(marker.merge, 0)[..9]) {
+            tree.remove(entry?.0)?;
+        }
+        let parts = hour_parts(marker.merge, uploads);
+        for part in &parts {
+            tree.insert(part.name.as_slice(), part.value.as_slice())?;
+        }
+        for (_, upload) in uploads {
+            if upload.expires >= now {
+                let expires = upload.expires.to_be_bytes();
+                tree.insert(certificate_key(&upload.certificate_hash), &expires)?;
+            }
+        }
+        // The parts must be on disk before the marker says the uploads are in them.
+        tree.flush()?;
+        tree.insert(MARKER, &marker.encode())?;
+        tree.flush()?;
+        let mut index = self.index();
+        for part in parts {
+            index.parts.insert(part.name, part.releases);
+        }
+        Ok(())
+    }
+
+    /// Removes merged uploads; any left behind are removed when the store next opens.
+    fn remove_uploads(&self, uploads: &[(u64, UploadEntry)]) -> Result<()> {
+        for (sequence, _) in uploads {
+            self.shared.tree.remove(upload_key(*sequence))?;
+        }
+        Ok(())
+    }
+
+    /// Rewrites the part `name` without the keys released before `cutoff`, or removes it when
+    /// none is left.
+    fn cut_part(&self, name: &[u8], cutoff: u64) -> Result<()> {
+        let tree = &self.shared.tree;
+        let Some(value) = tree.get(name)? else {
+            self.index().parts.remove(name);
+            return Ok(());
+        };
+        let (_, mut records) = decode_part(&value)?;
+        records.retain(|record| record.release_at >= cutoff);
+        let Some(part) = Part::new(name.to_vec(), &records) else {
+            tree.remove(name)?;
+            self.index().parts.remove(name);
+            return Ok(());
+        };
+        tree.insert(name, part.value)?;
+        self.index().parts.insert(part.name, part.releases);
+        Ok(())
     }
 }
 
@@ -349,14 +472,15 @@ impl Upload<'_> {
         self.index.get(key)
     }
 
-    /// Whether a certificate with this `jti` hash was used already.
-    pub fn certificate_used(&self, certificate_hash: &[u8; 32]) -> bool {
-        self.index.certificates.contains_key(certificate_hash)
+    /// Whether the certificate was used already.
+    pub fn certificate_used(&self, certificate: &CertificateHash) -> bool {
+        self.index.certificates.contains_key(certificate)
     }
 
-    /// Stores new and revised records, and marks the certificate used, as one entry written
-    /// in `hour` (the upload time rounded down to the hour). The index changes only once the
-    /// entry is written.
+    /// Stores new and revised records, and marks the certificate (valid until `expires`)
+    /// used, as one entry filed under `hour`, or under the hour of the upload before it if
+    /// that is later. The certificate is remembered until the end of the hour it expires in.
+    /// The index changes only once the entry is written.
     ///
     /// # Errors
     ///
@@ -364,23 +488,24 @@ impl Upload<'_> {
     pub fn commit(
         mut self,
         records: &[StoredKey],
-        certificate_hash: &[u8; 32],
+        certificate: &CertificateHash,
         expires: u64,
         hour: u64,
     ) -> Result<()> {
         let entry = UploadEntry {
-            certificate_hash: *certificate_hash,
-            expires,
-            hour,
+            certificate_hash: *certificate,
+            expires: expires.div_ceil(HOUR_SECONDS) * HOUR_SECONDS,
+            hour: hour.max(self.index.last_hour),
             records: records.to_vec(),
         };
         let sequence = self.index.next_upload;
         self.tree.insert(upload_key(sequence), entry.encode())?;
         self.index.next_upload = sequence + 1;
+        self.index.last_hour = entry.hour;
         for record in records {
             self.index.add(record);
         }
-        self.index.certificates.insert(*certificate_hash, expires);
+        self.index.certificates.insert(*certificate, entry.expires);
         Ok(())
     }
 }
@@ -399,32 +524,30 @@ impl Index {
         if let Some(previous) = self.records.insert(key, record.encode()) {
             self.unlist(&key, &previous);
         }
-        self.by_release
-            .entry(record.release_at)
-            .or_default()
-            .push(key);
+        self.by_release.insert((record.release_at, key));
         if let Some(at) = record.revised_release_at {
-            self.by_revision.entry(at).or_default().push(key);
+            self.by_revision.insert((at, key));
         }
     }
 
     /// Removes `key`, stored as `bytes`, from the time lists.
     fn unlist(&mut self, key: &DiagnosisKey, bytes: &[u8; RECORD_LEN]) {
+        // Every record in the index was encoded by this module, so it decodes.
         let Ok(record) = StoredKey::decode(*key, bytes) else {
             return;
         };
-        remove_from(&mut self.by_release, record.release_at, key);
+        self.by_release.remove(&(record.release_at, *key));
         if let Some(at) = record.revised_release_at {
-            remove_from(&mut self.by_revision, at, key);
+            self.by_revision.remove(&(at, *key));
         }
     }
 
     /// Lets go of every key released before `cutoff`; returns how many.
     fn remove_released_before(&mut self, cutoff: u64) -> usize {
-        let kept = self.by_release.split_off(&cutoff);
+        let kept = self.by_release.split_off(&first_at(cutoff));
         let expired = std::mem::replace(&mut self.by_release, kept);
         let mut removed = 0;
-        for key in expired.into_values().flatten() {
+        for (_, key) in expired {
             if let Some(bytes) = self.records.remove(&key) {
                 self.unlist(&key, &bytes);
                 removed += 1;
@@ -433,51 +556,55 @@ impl Index {
         removed
     }
 
-    /// Forgets the hour parts whose every key was released before `cutoff`; returns their
-    /// names.
-    fn take_parts_before(&mut self, cutoff: u64) -> Vec<Vec<u8>> {
-        let mut expired = Vec::new();
-        self.parts.retain(|name, latest_release| {
-            let keep = *latest_release >= cutoff;
-            if !keep {
-                expired.push(name.clone());
-            }
-            keep
-        });
-        expired
+    /// The hour parts holding a key released before `cutoff`.
+    fn parts_released_before(&self, cutoff: u64) -> Vec<Vec<u8>> {
+        self.parts
+            .iter()
+            .filter(|(_, (earliest, _))| *earliest < cutoff)
+            .map(|(name, _)| name.clone())
+            .collect()
     }
 
-    fn records_in(&self, times: &Times, start: u64, end: u64) -> Result<Vec<StoredKey>> {
-        let keys = times.range(start..end).flat_map(|(_, keys)| keys);
-        keys.map(|key| self.get(key)?.ok_or(Error::Corrupt("index without record")))
+    /// Up to [`READ_CHUNK`] keys of a time list from `from` to before `end`, each with its
+    /// time and its record.
+    fn copy_chunk(
+        &self,
+        list: impl Fn(&Index) -> &Times,
+        from: Bound<(u64, DiagnosisKey)>,
+        end: (u64, DiagnosisKey),
+    ) -> Vec<(DiagnosisKey, u64, [u8; RECORD_LEN])> {
+        list(self)
+            .range((from, Bound::Excluded(end)))
+            .take(READ_CHUNK)
+            .filter_map(|(time, key)| Some((*key, *time, *self.records.get(key)?)))
             .collect()
     }
 
     /// Takes in the hour parts, oldest merge first, and removes those of a merge that never
-    /// set its marker.
-    fn load_parts(&mut self, tree: &sled::Tree, merged: u64) -> Result<()> {
+    /// wrote its marker.
+    fn load_parts(&mut self, tree: &sled::Tree, marker: Marker) -> Result<()> {
         for entry in tree.scan_prefix([PART]) {
             let (name, value) = entry?;
-            if sequence_in(&name)? > merged {
+            if sequence_in(&name)? > marker.merge {
                 tree.remove(name)?;
                 continue;
             }
-            let (latest_release, records) = decode_part(&value)?;
+            let (releases, records) = decode_part(&value)?;
             for record in &records {
                 self.add(record);
             }
-            self.parts.insert(name.to_vec(), latest_release);
+            self.parts.insert(name.to_vec(), releases);
         }
         Ok(())
     }
 
     /// Takes in the uploads not merged yet, in the order they were written, and removes
     /// those a finished merge left behind.
-    fn load_uploads(&mut self, tree: &sled::Tree, merged: u64, now: u64) -> Result<()> {
+    fn load_uploads(&mut self, tree: &sled::Tree, marker: Marker, now: u64) -> Result<()> {
         for entry in tree.scan_prefix([UPLOAD]) {
             let (name, value) = entry?;
             let sequence = sequence_in(&name)?;
-            if sequence <= merged {
+            if sequence <= marker.last_upload {
                 tree.remove(name)?;
                 continue;
             }
@@ -490,6 +617,7 @@ impl Index {
                     .insert(upload.certificate_hash, upload.expires);
             }
             self.next_upload = sequence + 1;
+            self.last_hour = self.last_hour.max(upload.hour);
         }
         Ok(())
     }
@@ -498,24 +626,44 @@ impl Index {
     fn load_certificates(&mut self, tree: &sled::Tree, now: u64) -> Result<()> {
         for entry in tree.scan_prefix([CERTIFICATE]) {
             let (name, expiry) = entry?;
-            let corrupt = |_| Error::Corrupt("certificate record");
-            let hash: [u8; 32] = name[1..].try_into().map_err(corrupt)?;
-            let expiry = u64::from_be_bytes(expiry.as_ref().try_into().map_err(corrupt)?);
+            let hash: [u8; 32] = name[1..]
+                .try_into()
+                .map_err(|_| Error::Corrupt("certificate entry"))?;
+            let expiry = be_u64(&expiry)?;
             if expiry < now {
                 tree.remove(name)?;
             } else {
-                self.certificates.insert(hash, expiry);
+                self.certificates.insert(CertificateHash(hash), expiry);
             }
         }
         Ok(())
     }
 }
 
-/// One upload as stored until its hour is merged: the certificate's hash and expiry, the hour
-/// it was written in, and its records.
+impl Marker {
+    fn encode(self) -> [u8; 16] {
+        let mut bytes = [0; 16];
+        bytes[..8].copy_from_slice(&self.merge.to_be_bytes());
+        bytes[8..].copy_from_slice(&self.last_upload.to_be_bytes());
+        bytes
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self> {
+        if bytes.len() != 16 {
+            return Err(Error::Corrupt("merge marker"));
+        }
+        Ok(Self {
+            merge: be_u64(&bytes[..8])?,
+            last_upload: be_u64(&bytes[8..])?,
+        })
+    }
+}
+
+/// One upload as stored until it is merged: the certificate's hash and expiry hour, the hour
+/// it is filed under, and its records.
 #[derive(Debug, PartialEq, Eq)]
 struct UploadEntry {
-    certificate_hash: [u8; 32],
+    certificate_hash: CertificateHash,
     expires: u64,
     hour: u64,
     records: Vec<StoredKey>,
@@ -526,7 +674,7 @@ impl UploadEntry {
 
     fn encode(&self) -> Vec<u8> {
         let mut bytes = Vec::with_capacity(Self::HEADER_LEN + self.records.len() * LISTED_LEN);
-        bytes.extend_from_slice(&self.certificate_hash);
+        bytes.extend_from_slice(&self.certificate_hash.0);
         bytes.extend_from_slice(&self.expires.to_be_bytes());
         bytes.extend_from_slice(&self.hour.to_be_bytes());
         encode_listed(&self.records, &mut bytes);
@@ -534,44 +682,53 @@ impl UploadEntry {
     }
 
     fn decode(bytes: &[u8]) -> Result<Self> {
-        if bytes.len() < Self::HEADER_LEN {
-            return Err(Error::Corrupt("upload entry"));
-        }
-        let (header, listed) = bytes.split_at(Self::HEADER_LEN);
+        let (header, listed) = bytes
+            .split_at_checked(Self::HEADER_LEN)
+            .ok_or(Error::Corrupt("upload entry"))?;
+        let (hash, times) = header.split_at(32);
+        let mut certificate_hash = [0; 32];
+        certificate_hash.copy_from_slice(hash);
         Ok(Self {
-            certificate_hash: header[..32]
-                .try_into()
-                .map_err(|_| Error::Corrupt("upload"))?,
-            expires: be_u64(&header[32..40])?,
-            hour: be_u64(&header[40..48])?,
+            certificate_hash: CertificateHash(certificate_hash),
+            expires: be_u64(&times[..8])?,
+            hour: be_u64(&times[8..])?,
             records: decode_listed(listed)?,
         })
     }
 }
 
-/// The uploads, oldest first, written in an hour before `hour`: as many as one merge step
-/// takes, stopping at the first upload of `hour` or later.
-fn uploads_before(tree: &sled::Tree, hour: u64) -> Result<Vec<(u64, UploadEntry)>> {
-    let mut uploads = Vec::new();
-    for entry in tree.scan_prefix([UPLOAD]) {
-        let (name, value) = entry?;
-        let upload = UploadEntry::decode(&value)?;
-        if upload.hour >= hour || uploads.len() == MERGE_UPLOADS {
-            break;
-        }
-        uploads.push((sequence_in(&name)?, upload));
-    }
-    Ok(uploads)
+/// One hour part as written: its name, its contents (earliest and latest release time, then
+/// the records sorted by key), and the two release times again for the index.
+struct Part {
+    name: Vec<u8>,
+    value: Vec<u8>,
+    releases: (u64, u64),
 }
 
-/// The hour parts of one merge step: per upload hour, the current record of every key sorted
-/// by key, in parts of at most [`PART_RECORDS`]. Each comes with its name and the latest
-/// release time in it.
-fn hour_parts(last: u64, uploads: &[(u64, UploadEntry)]) -> Vec<(Vec<u8>, Vec<u8>, u64)> {
+impl Part {
+    /// The part `name` holding `records`, sorted by key; `None` when there are none.
+    fn new(name: Vec<u8>, records: &[StoredKey]) -> Option<Self> {
+        let earliest = records.iter().map(|record| record.release_at).min()?;
+        let latest = records.iter().map(|record| record.release_at).max()?;
+        let mut value = Vec::with_capacity(16 + records.len() * LISTED_LEN);
+        value.extend_from_slice(&earliest.to_be_bytes());
+        value.extend_from_slice(&latest.to_be_bytes());
+        encode_listed(records, &mut value);
+        Some(Self {
+            name,
+            value,
+            releases: (earliest, latest),
+        })
+    }
+}
+
+/// The parts of merge `merge`: per hour the uploads are filed under, the latest record of
+/// every key among them, sorted by key, at most [`PART_RECORDS`] to a part.
+fn hour_parts(merge: u64, uploads: &[(u64, UploadEntry)]) -> Vec<Part> {
     let mut hours: BTreeMap<u64, BTreeMap<DiagnosisKey, StoredKey>> = BTreeMap::new();
     for (_, upload) in uploads {
+        let hour = hours.entry(upload.hour).or_default();
         for record in &upload.records {
-            let hour = hours.entry(record.upload_hour).or_default();
             hour.insert(record.key.key, *record);
         }
     }
@@ -579,22 +736,19 @@ fn hour_parts(last: u64, uploads: &[(u64, UploadEntry)]) -> Vec<(Vec<u8>, Vec<u8
     for records in hours.into_values() {
         let records: Vec<StoredKey> = records.into_values().collect();
         for chunk in records.chunks(PART_RECORDS) {
-            let latest_release = chunk.iter().map(|r| r.release_at).max().unwrap_or(0);
-            let mut value = latest_release.to_be_bytes().to_vec();
-            encode_listed(chunk, &mut value);
-            let name = part_key(last, parts.len() as u32);
-            parts.push((name, value, latest_release));
+            parts.extend(Part::new(part_key(merge, parts.len() as u32), chunk));
         }
     }
     parts
 }
 
-fn decode_part(value: &[u8]) -> Result<(u64, Vec<StoredKey>)> {
-    if value.len() < 8 {
-        return Err(Error::Corrupt("hour part"));
-    }
-    let (latest_release, listed) = value.split_at(8);
-    Ok((be_u64(latest_release)?, decode_listed(listed)?))
+/// A part's earliest and latest release time, and its records.
+fn decode_part(value: &[u8]) -> Result<((u64, u64), Vec<StoredKey>)> {
+    let (releases, listed) = value
+        .split_at_checked(16)
+        .ok_or(Error::Corrupt("hour part"))?;
+    let releases = (be_u64(&releases[..8])?, be_u64(&releases[8..])?);
+    Ok((releases, decode_listed(listed)?))
 }
 
 fn encode_listed(records: &[StoredKey], out: &mut Vec<u8>) {
@@ -611,14 +765,11 @@ fn decode_listed(bytes: &[u8]) -> Result<Vec<StoredKey>> {
     bytes
         .chunks_exact(LISTED_LEN)
         .map(|listed| {
-            let key = DiagnosisKey::from_slice(&listed[..16]).map_err(|_| Error::Corrupt("key"))?;
-            StoredKey::decode(key, &listed[16..])
+            let (key, record) = listed.split_at(16);
+            let key = DiagnosisKey::from_slice(key).map_err(|_| Error::Corrupt("key"))?;
+            StoredKey::decode(key, record)
         })
         .collect()
-}
-
-fn merge_marker(tree: &sled::Tree) -> Result<u64> {
-    tree.get(MERGED)?.map_or(Ok(0), |bytes| be_u64(&bytes))
 }
 
 fn be_u64(bytes: &[u8]) -> Result<u64> {
@@ -626,19 +777,19 @@ fn be_u64(bytes: &[u8]) -> Result<u64> {
     Ok(u64::from_be_bytes(bytes))
 }
 
-/// The sequence number in an upload's or a part's name.
+/// The number right after the prefix of an upload's or a part's name: its sequence number or
+/// its merge number.
 fn sequence_in(name: &[u8]) -> Result<u64> {
     be_u64(name.get(1..9).ok_or(Error::Corrupt("entry name"))?)
 }
 
-/// Removes `key` from the list at `time`, and the list once it is empty.
-fn remove_from(times: &mut Times, time: u64, key: &DiagnosisKey) {
-    if let Some(keys) = times.get_mut(&time) {
-        keys.retain(|listed| listed != key);
-        if keys.is_empty() {
-            times.remove(&time);
-        }
-    }
+/// The first place at `time` in a time list.
+fn first_at(time: u64) -> (u64, DiagnosisKey) {
+    (time, DiagnosisKey::from_bytes([0; 16]))
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn upload_key(sequence: u64) -> [u8; 9] {
@@ -647,16 +798,16 @@ fn upload_key(sequence: u64) -> [u8; 9] {
     bytes
 }
 
-fn part_key(last: u64, number: u32) -> Vec<u8> {
+fn part_key(merge: u64, number: u32) -> Vec<u8> {
     let mut bytes = vec![PART];
-    bytes.extend_from_slice(&last.to_be_bytes());
+    bytes.extend_from_slice(&merge.to_be_bytes());
     bytes.extend_from_slice(&number.to_be_bytes());
     bytes
 }
 
-fn certificate_key(hash: &[u8; 32]) -> [u8; 33] {
+fn certificate_key(hash: &CertificateHash) -> [u8; 33] {
     let mut bytes = [CERTIFICATE; 33];
-    bytes[1..].copy_from_slice(hash);
+    bytes[1..].copy_from_slice(&hash.0);
     bytes
 }
 
@@ -664,8 +815,12 @@ fn certificate_key(hash: &[u8; 32]) -> [u8; 33] {
 mod tests {
     use super::*;
 
-    const HOUR: u64 = 3_600;
+    const HOUR: u64 = HOUR_SECONDS;
     const NOW: u64 = 1_700_000_000 / HOUR * HOUR;
+    /// When the uploads of the hour starting at `hour` are merged.
+    const fn merged_after(hour: u64) -> u64 {
+        hour + HOUR + MERGE_GRACE_SECONDS
+    }
 
     fn record(byte: u8, release_at: u64) -> StoredKey {
         StoredKey {
@@ -696,16 +851,31 @@ mod tests {
     }
 
     fn write(keys: &PublishedKeys, records: &[StoredKey], certificate: u8, hour: u64) {
-        let expires = hour + HOUR;
+        let expires = hour + 2 * HOUR;
         keys.upload()
-            .commit(records, &[certificate; 32], expires, hour)
+            .commit(records, &CertificateHash([certificate; 32]), expires, hour)
             .unwrap();
+    }
+
+    fn used(keys: &PublishedKeys, certificate: u8) -> bool {
+        keys.upload()
+            .certificate_used(&CertificateHash([certificate; 32]))
     }
 
     /// Every name in the tree, by its prefix letter.
     fn names(tree: &sled::Tree) -> String {
         tree.iter()
             .map(|entry| char::from(entry.unwrap().0[0]))
+            .collect()
+    }
+
+    /// The first byte of each key in each part, part by part.
+    fn parts(tree: &sled::Tree) -> Vec<Vec<u8>> {
+        tree.scan_prefix([PART])
+            .map(|entry| {
+                let (_, records) = decode_part(&entry.unwrap().1).unwrap();
+                records.iter().map(|r| r.key.key.as_bytes()[0]).collect()
+            })
             .collect()
     }
 
@@ -726,7 +896,7 @@ mod tests {
         assert!(StoredKey::decode(original.key.key, &[0; 3]).is_err());
 
         let upload = UploadEntry {
-            certificate_hash: [7; 32],
+            certificate_hash: CertificateHash([7; 32]),
             expires: NOW + HOUR,
             hour: NOW,
             records: vec![original, record(2, NOW)],
@@ -735,6 +905,8 @@ mod tests {
         assert_eq!(UploadEntry::decode(&bytes).unwrap(), upload);
         assert!(UploadEntry::decode(&bytes[..bytes.len() - 1]).is_err());
         assert!(UploadEntry::decode(&bytes[..20]).is_err());
+        assert!(decode_part(&[0; 15]).is_err());
+        assert!(Marker::decode(&[0; 15]).is_err());
     }
 
     #[test]
@@ -765,21 +937,45 @@ mod tests {
         write(&keys, &[record(2, NOW)], 2, NOW);
         assert_eq!(names(&tree), "uu");
 
-        // The hour has not ended: nothing to merge.
-        assert_eq!(keys.merge_ended_hours(NOW + HOUR - 1).unwrap(), 0);
-        assert_eq!(keys.merge_ended_hours(NOW + HOUR).unwrap(), 2);
+        // Not before the hour has ended and the grace has passed.
+        assert_eq!(keys.merge_ended_hours(merged_after(NOW) - 1).unwrap(), 0);
+        assert_eq!(keys.merge_ended_hours(merged_after(NOW)).unwrap(), 2);
         // One part, the certificates (still valid) and the marker; no upload is left.
         assert_eq!(names(&tree), "cchm");
-        let (name, part) = tree.scan_prefix([PART]).next().unwrap().unwrap();
-        assert_eq!(sequence_in(&name).unwrap(), 2);
-        let (_, records) = decode_part(&part).unwrap();
-        let listed: Vec<u8> = records.iter().map(|r| r.key.key.as_bytes()[0]).collect();
-        assert_eq!(listed, [1, 2, 3], "sorted by key, not by upload");
+        assert_eq!(
+            parts(&tree),
+            [vec![1, 2, 3]],
+            "sorted by key, not by upload"
+        );
 
-        let reopened = PublishedKeys::open(tree, NOW + HOUR, 0).unwrap();
+        let reopened = PublishedKeys::open(tree, merged_after(NOW), 0).unwrap();
         assert_eq!(reopened.len(), 3);
-        assert!(reopened.certificate_used(&[1; 32]));
-        assert!(reopened.certificate_used(&[2; 32]));
+        assert!(used(&reopened, 1) && used(&reopened, 2));
+    }
+
+    #[test]
+    fn an_upload_late_for_its_hour_goes_with_the_next() {
+        let tree = temporary_tree();
+        let keys = PublishedKeys::open(tree.clone(), NOW, 0).unwrap();
+        write(&keys, &[record(1, NOW + HOUR)], 1, NOW + HOUR);
+        // Stamped in the hour before, written after an upload of the next one.
+        write(&keys, &[record(2, NOW)], 2, NOW);
+        assert_eq!(keys.merge_ended_hours(merged_after(NOW)).unwrap(), 0);
+        assert_eq!(keys.merge_ended_hours(merged_after(NOW + HOUR)).unwrap(), 2);
+        assert_eq!(parts(&tree), [vec![1, 2]]);
+    }
+
+    #[test]
+    fn a_revision_is_merged_with_the_hour_it_came_in() {
+        let tree = temporary_tree();
+        let keys = PublishedKeys::open(tree.clone(), NOW, 0).unwrap();
+        let original = record(1, NOW);
+        write(&keys, &[original, record(2, NOW)], 1, NOW);
+        keys.merge_ended_hours(merged_after(NOW)).unwrap();
+        write(&keys, &[revised(original, NOW + HOUR)], 2, NOW + HOUR);
+        write(&keys, &[record(3, NOW + HOUR)], 3, NOW + HOUR);
+        keys.merge_ended_hours(merged_after(NOW + HOUR)).unwrap();
+        assert_eq!(parts(&tree), [vec![1, 2], vec![1, 3]]);
     }
 
     #[test]
@@ -788,8 +984,8 @@ mod tests {
         let keys = PublishedKeys::open(tree.clone(), NOW, 0).unwrap();
         let original = record(1, NOW);
         write(&keys, &[original, record(2, NOW + 2 * HOUR)], 7, NOW);
-        keys.merge_ended_hours(NOW + HOUR).unwrap();
-        // A revision, written in a later hour and not merged yet, wins over the part.
+        keys.merge_ended_hours(merged_after(NOW)).unwrap();
+        // A revision, written later and not merged yet, wins over the part.
         let revision = revised(original, NOW + 2 * HOUR);
         write(&keys, &[revision], 8, NOW + HOUR);
         drop(keys);
@@ -797,84 +993,97 @@ mod tests {
         let reopened = PublishedKeys::open(tree.clone(), NOW + HOUR, 0).unwrap();
         assert_eq!(reopened.len(), 2);
         assert_eq!(reopened.get(&original.key.key).unwrap(), Some(revision));
-        assert_eq!(
-            reopened.revised_in(NOW, NOW + 3 * HOUR).unwrap(),
-            vec![revision]
-        );
-        assert!(reopened.certificate_used(&[8; 32]));
+        let revisions = reopened.revised_in(NOW, NOW + 3 * HOUR).unwrap();
+        assert_eq!(revisions, vec![revision]);
+        assert!(used(&reopened, 8));
 
-        // Merged too, the revision still wins; keys past retention and certificates past
+        // Merged too, the revision still wins. Keys past retention and certificates past
         // their expiry are left out when the store opens.
-        reopened.merge_ended_hours(NOW + 2 * HOUR).unwrap();
+        reopened
+            .merge_ended_hours(merged_after(NOW + HOUR))
+            .unwrap();
         drop(reopened);
         let later = PublishedKeys::open(tree, NOW + 3 * HOUR, NOW + HOUR).unwrap();
         assert_eq!(later.len(), 1);
-        assert_eq!(
-            later
-                .get(&DiagnosisKey::from_bytes([2; 16]))
-                .unwrap()
-                .unwrap()
-                .release_at,
-            NOW + 2 * HOUR
-        );
-        assert!(!later.certificate_used(&[7; 32]));
+        let kept = later.get(&DiagnosisKey::from_bytes([2; 16])).unwrap();
+        assert_eq!(kept.map(|record| record.release_at), Some(NOW + 2 * HOUR));
+        assert!(!used(&later, 7));
     }
 
     #[test]
-    fn a_merge_cut_short_is_redone_from_the_uploads() {
+    fn a_merge_cut_short_is_redone_or_finished() {
         let tree = temporary_tree();
         let keys = PublishedKeys::open(tree.clone(), NOW, 0).unwrap();
         write(&keys, &[record(1, NOW)], 1, NOW);
         write(&keys, &[record(2, NOW)], 2, NOW);
         // A merge that wrote a part but died before its marker: the part is not trusted.
-        let uploads = uploads_before(&tree, NOW + HOUR).unwrap();
-        for (name, value, _) in hour_parts(2, &uploads[..1]) {
-            tree.insert(name, value).unwrap();
+        let uploads = keys
+            .uploads_to_merge(Marker::default(), NOW + HOUR)
+            .unwrap();
+        for part in hour_parts(1, &uploads[..1]) {
+            tree.insert(part.name, part.value).unwrap();
         }
         drop(keys);
         let reopened = PublishedKeys::open(tree.clone(), NOW + HOUR, 0).unwrap();
         assert_eq!(names(&tree), "uu");
         assert_eq!(reopened.len(), 2);
 
-        // A merge that set its marker but died before removing its uploads: they are gone.
-        reopened.merge_ended_hours(NOW + HOUR).unwrap();
-        tree.insert(
-            upload_key(1),
-            UploadEntry::decode(&uploads[0].1.encode())
-                .unwrap()
-                .encode(),
-        )
-        .unwrap();
+        // The same left behind by a failed attempt in a running server: cleared, not trusted.
+        let stale = hour_parts(1, &uploads[..1]).remove(0);
+        tree.insert(part_key(1, 7), stale.value).unwrap();
+        reopened.merge_ended_hours(merged_after(NOW)).unwrap();
+        assert_eq!(parts(&tree), [vec![1, 2]]);
+
+        // A merge that wrote its marker but died before removing its uploads: they go.
+        tree.insert(upload_key(1), uploads[0].1.encode()).unwrap();
         drop(reopened);
         let again = PublishedKeys::open(tree.clone(), NOW + HOUR, 0).unwrap();
         assert!(!names(&tree).contains('u'));
         assert_eq!(again.len(), 2);
         // New uploads number on from the marker.
         write(&again, &[record(3, NOW + HOUR)], 3, NOW + HOUR);
-        assert_eq!(
-            sequence_in(&tree.scan_prefix([UPLOAD]).next().unwrap().unwrap().0).unwrap(),
-            3
-        );
+        let (name, _) = tree.scan_prefix([UPLOAD]).next().unwrap().unwrap();
+        assert_eq!(sequence_in(&name).unwrap(), 3);
     }
 
     #[test]
-    fn retention_deletes_parts_once_every_key_in_them_is_released() {
+    fn retention_cuts_parts_down_and_then_removes_them() {
         let tree = temporary_tree();
         let keys = PublishedKeys::open(tree.clone(), NOW, 0).unwrap();
         // A key still valid at upload is released a day later than the rest of its hour.
         write(&keys, &[record(1, NOW), record(2, NOW + 24 * HOUR)], 1, NOW);
-        keys.merge_ended_hours(NOW + HOUR).unwrap();
+        keys.merge_ended_hours(merged_after(NOW)).unwrap();
 
         assert_eq!(keys.delete_released_before(NOW + HOUR).unwrap(), 1);
         assert_eq!(
-            tree.scan_prefix([PART]).count(),
-            1,
-            "one key still needs the part"
+            parts(&tree),
+            [vec![2]],
+            "the released key leaves the disk too"
         );
         assert_eq!(keys.delete_released_before(NOW + 25 * HOUR).unwrap(), 1);
-        assert_eq!(tree.scan_prefix([PART]).count(), 0);
-        assert_eq!(keys.forget_certificates_before(NOW + 2 * HOUR).unwrap(), 1);
+        assert!(parts(&tree).is_empty());
+        assert_eq!(keys.forget_certificates_before(NOW + 3 * HOUR).unwrap(), 1);
         assert_eq!(names(&tree), "m");
+    }
+
+    #[test]
+    fn certificates_are_remembered_to_the_end_of_their_hour() {
+        let tree = temporary_tree();
+        let keys = PublishedKeys::open(tree.clone(), NOW, 0).unwrap();
+        let certificate = CertificateHash::of("certificate id");
+        keys.upload()
+            .commit(&[record(1, NOW)], &certificate, NOW + 900, NOW)
+            .unwrap();
+        let (_, value) = tree.scan_prefix([UPLOAD]).next().unwrap().unwrap();
+        assert_eq!(UploadEntry::decode(&value).unwrap().expires, NOW + HOUR);
+        drop(keys);
+        let open_at = |now| PublishedKeys::open(tree.clone(), now, 0).unwrap();
+        assert!(open_at(NOW + HOUR).upload().certificate_used(&certificate));
+        assert!(
+            !open_at(NOW + HOUR + 1)
+                .upload()
+                .certificate_used(&certificate)
+        );
     }
 
     #[test]

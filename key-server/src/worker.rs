@@ -79,10 +79,10 @@ impl ExportWorker {
     /// Storage, file and signing failures; the next run starts where this one stopped.
     pub fn run_once(&self) -> Result<RunSummary> {
         let now = self.clock.unix_seconds();
-        let mut summary = RunSummary {
-            uploads_merged: self.keys.merge_ended_hours(now)?,
-            ..RunSummary::default()
-        };
+        // Exports and retention read the index, not the parts, so a merge that fails does not
+        // hold them up; its error is returned once they are done.
+        let merged = self.keys.merge_ended_hours(now);
+        let mut summary = RunSummary::default();
         self.export_due_windows(now, &mut summary)?;
         // Expired files leave the index before they leave the disk, so that no reader of the
         // index finds a listed file missing.
@@ -91,6 +91,7 @@ impl ExportWorker {
         for path in &expired {
             self.tree.remove_file(path)?;
         }
+        summary.uploads_merged = merged?;
         Ok(summary)
     }
 
@@ -105,12 +106,7 @@ impl ExportWorker {
             }
             let worker = self.clone();
             match tokio::task::spawn_blocking(move || worker.run_once()).await {
-                Ok(Ok(summary)) if !summary.files_written.is_empty() => tracing::info!(
-                    files = summary.files_written.len(),
-                    keys = summary.keys_written,
-                    "exported"
-                ),
-                Ok(Ok(_)) => {}
+                Ok(Ok(summary)) => log_run(&summary),
                 Ok(Err(error)) => tracing::error!(%error, "export run failed"),
                 Err(error) => tracing::error!(%error, "export run panicked"),
             }
@@ -212,6 +208,19 @@ impl ExportWorker {
         self.state.insert(NEXT_WINDOW, &start.to_be_bytes())?;
         self.state.flush()?;
         Ok(())
+    }
+}
+
+fn log_run(summary: &RunSummary) {
+    if summary.uploads_merged > 0 {
+        tracing::info!(uploads = summary.uploads_merged, "merged into hour parts");
+    }
+    if !summary.files_written.is_empty() {
+        tracing::info!(
+            files = summary.files_written.len(),
+            keys = summary.keys_written,
+            "exported"
+        );
     }
 }
 
