@@ -5,10 +5,12 @@
 //!    (obtained beforehand through the verification routes, not timed), is checked (ES256,
 //!    tekmac, rules) and flushed to disk before its 200. Several rounds run one after the
 //!    other on the same server, and the median is reported with each round, since other load
-//!    on a shared machine moves single rounds a lot;
+//!    on a shared machine moves single rounds a lot. Each round also reports how many cores
+//!    the process kept busy, the bench's own clients included;
 //! 2. beside it, the certificate checks alone, the floor under a publish's cost;
-//! 3. the store's index in memory: how long it takes to rebuild from 1,000,000 stored keys
-//!    and how much resident memory it adds;
+//! 3. the store with 1,000,000 keys: writing them as uploads, merging them into hour parts,
+//!    rebuilding the index in memory from them (time and resident memory), and reading them
+//!    back from the index as one window;
 //! 4. the time to pad, sort, split, sign and durably write the export of a window of 1,000,000
 //!    keys.
 //!
@@ -143,18 +145,41 @@ async fn publishes_per_second(count: usize, rounds: usize, clients: usize) {
 
     let url = format!("{base}/v1/publish");
     let mut rates = Vec::new();
+    let mut busy = Vec::new();
     for round in bodies.chunks(count) {
-        let elapsed = publish_all(&client, &url, round.to_vec(), clients).await;
-        rates.push(round.len() as f64 / elapsed);
+        let round = round.to_vec();
+        let cpu = cpu_seconds();
+        let elapsed = publish_all(&client, &url, round, clients).await;
+        rates.push(count as f64 / elapsed);
+        busy.push(format!("{:.2}", (cpu_seconds() - cpu) / elapsed));
     }
     let listed: Vec<String> = rates.iter().map(|rate| format!("{rate:.0}")).collect();
     rates.sort_by(f64::total_cmp);
     println!(
         "publish: {count} verified publishes of 14 keys per round, {clients} clients: median \
-         {:.0} publishes/s (rounds: {})",
+         {:.0} publishes/s (rounds: {}; cores busy, clients included: {})",
         rates[rates.len() / 2],
-        listed.join(", ")
+        listed.join(", "),
+        busy.join(", ")
     );
+}
+
+/// CPU time this process has used, user and system, in seconds (from `/proc/self/stat`, in
+/// clock ticks of 1/100 s).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |index: usize| {
+        fields
+            .get(index)
+            .and_then(|field| field.parse::<f64>().ok())
+    };
+    // utime and stime, fields 14 and 15 of the line, are 11 and 12 counting from 0 after it.
+    (ticks(11).unwrap_or(0.0) + ticks(12).unwrap_or(0.0)) / 100.0
 }
 
 /// `total` publish bodies, each with its own certificate, fetched `clients` at a time.
