@@ -87,8 +87,9 @@ pub struct VerifiedCertificate {
     pub symptom_onset: Option<EnIntervalNumber>,
     /// The certificate's `jti`, for refusing a second use.
     pub id: String,
-    /// When it expires, in Unix seconds; its `jti` need not be remembered past this.
-    pub expires: u64,
+    /// The last second it is accepted: its `exp` plus the clock skew tolerated, in Unix
+    /// seconds. Its `jti` need not be remembered past this.
+    pub accepted_until: u64,
 }
 
 /// The trusted issuer, audience and keys a certificate is checked against.
@@ -207,7 +208,7 @@ pub fn verify_certificate(
         report_type: claims.report_type.report_type(),
         symptom_onset: claims.symptom_onset_interval.map(EnIntervalNumber::new),
         id: claims.jti,
-        expires: claims.exp,
+        accepted_until: claims.exp.saturating_add(trusted.skew),
     })
 }
 

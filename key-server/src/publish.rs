@@ -20,7 +20,7 @@ use varsel_protocol::tekmac::{HmacKey, UploadKey};
 
 use crate::certificate::{CertificateVerifier, VerifiedCertificate, verify_certificate};
 use crate::error::{Error, Result};
-use crate::published::{CertificateHash, PublishedKeys, StoredKey, Upload, start_of_hour};
+use crate::published::{CertificateHash, PublishedKeys, StoredKey, Upload};
 use crate::revision::{RevisionClaims, RevisionKey};
 
 /// Largest publish body, in bytes.
@@ -191,13 +191,13 @@ impl Publisher {
             certificate: &certificate,
             revision: revision.as_ref(),
             now,
-            upload_hour: start_of_hour(now),
+            upload_hour: upload.hour_for(now),
         };
         let plan = plan(&upload, &candidates, &rules)?;
         upload.commit(
             &plan.records,
             &certificate_hash,
-            certificate.expires,
+            certificate.accepted_until,
             rules.upload_hour,
         )?;
         Ok(PublishOutcome {

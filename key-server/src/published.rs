@@ -161,9 +161,8 @@ pub struct PublishedKeys {
 struct Shared {
     tree: sled::Tree,
     index: Mutex<Index>,
-    /// Held by whoever writes or removes hour parts, one at a time; the marker of the last
-    /// merge.
-    parts: Mutex<Marker>,
+    /// Held by whoever writes or removes hour parts, so that one does at a time.
+    parts: Mutex<()>,
 }
 
 /// What the tree holds, in memory.
@@ -184,16 +183,24 @@ struct Index {
     /// The hour of the last upload written: no upload is filed under an earlier one, so that
     /// uploads are in hour order and a merge never leaves one behind.
     last_hour: u64,
+    /// The last hour merged: no upload is filed under it or before it any more.
+    merged_hour: Option<u64>,
 }
 
+/// A key at a time: its release or the release of its revision.
+type Place = (u64, DiagnosisKey);
 /// Keys by a time: release or revision release.
-type Times = BTreeSet<(u64, DiagnosisKey)>;
+type Times = BTreeSet<Place>;
+/// A key with its encoded record.
+type Listed = (DiagnosisKey, [u8; RECORD_LEN]);
 
-/// How far merging has got: the number of the last merge, and the last upload it covered.
+/// How far merging has got: the number of the last merge, the last upload it covered, and
+/// the hour that upload was filed under.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Marker {
     merge: u64,
     last_upload: u64,
+    hour: Option<u64>,
 }
 
 impl PublishedKeys {
@@ -206,11 +213,10 @@ impl PublishedKeys {
     ///
     /// Storage failures and corrupt entries.
     pub fn open(tree: sled::Tree, now: u64, retained_from: u64) -> Result<Self> {
-        let marker = tree
-            .get(MARKER)?
-            .map_or(Ok(Marker::default()), |bytes| Marker::decode(&bytes))?;
+        let marker = Marker::read(&tree)?;
         let mut index = Index {
             next_upload: marker.last_upload + 1,
+            merged_hour: marker.hour,
             ..Index::default()
         };
         index.load_parts(&tree, marker)?;
@@ -220,7 +226,7 @@ impl PublishedKeys {
         let shared = Shared {
             tree,
             index: Mutex::new(index),
-            parts: Mutex::new(marker),
+            parts: Mutex::new(()),
         };
         Ok(Self {
             shared: Arc::new(shared),
@@ -252,20 +258,23 @@ impl PublishedKeys {
     /// Storage failures and corrupt entries; what was merged stays merged, and the rest waits
     /// for the next call.
     pub fn merge_ended_hours(&self, now: u64) -> Result<usize> {
-        let mut marker = lock(&self.shared.parts);
+        let _parts = lock(&self.shared.parts);
         let ended = start_of_hour(now.saturating_sub(MERGE_GRACE_SECONDS));
         let mut merged = 0;
         loop {
-            let uploads = self.uploads_to_merge(*marker, ended)?;
-            let Some((last_upload, _)) = uploads.last() else {
+            // Read from disk each time: a step whose last flush failed may still have written
+            // its marker, and then its uploads are merged.
+            let marker = Marker::read(&self.shared.tree)?;
+            let uploads = self.uploads_to_merge(marker, ended)?;
+            let Some((last_upload, last)) = uploads.last() else {
                 return Ok(merged);
             };
             let next = Marker {
                 merge: marker.merge + 1,
                 last_upload: *last_upload,
+                hour: Some(last.hour),
             };
             self.merge(next, &uploads, now)?;
-            *marker = next;
             self.remove_uploads(&uploads)?;
             merged += uploads.len();
         }
@@ -324,8 +333,9 @@ impl PublishedKeys {
     ///
     /// # Errors
     ///
-    /// Storage failures; a part not rewritten keeps its expired keys on disk until the next
-    /// call, and they are left out of the index when the store opens.
+    /// The first storage failure or corrupt part met; a part not rewritten keeps its expired
+    /// keys on disk until a later call, and they are left out of the index when the store
+    /// opens.
     pub fn delete_released_before(&self, cutoff: u64) -> Result<usize> {
         let _parts = lock(&self.shared.parts);
         let (deleted, touched) = {
@@ -333,10 +343,14 @@ impl PublishedKeys {
             let deleted = index.remove_released_before(cutoff);
             (deleted, index.parts_released_before(cutoff))
         };
+        // One part that cannot be cut does not keep the others from it.
+        let mut failure = None;
         for name in touched {
-            self.cut_part(&name, cutoff)?;
+            if let Err(error) = self.cut_part(&name, cutoff) {
+                failure.get_or_insert(error);
+            }
         }
-        Ok(deleted)
+        failure.map_or(Ok(deleted), Err)
     }
 
     /// Number of stored keys.
@@ -365,14 +379,14 @@ impl PublishedKeys {
         let mut records = Vec::new();
         let mut from = Bound::Included(first_at(start));
         loop {
-            let chunk = self.index().copy_chunk(&list, from, first_at(end));
-            let Some(&(key, time, _)) = chunk.last() else {
-                return Ok(records);
-            };
-            from = Bound::Excluded((time, key));
-            for (key, _, bytes) in &chunk {
+            let (chunk, scanned) = self.index().copy_chunk(&list, from, first_at(end));
+            for (key, bytes) in &chunk {
                 records.push(StoredKey::decode(*key, bytes)?);
             }
+            let Some(last) = scanned else {
+                return Ok(records);
+            };
+            from = Bound::Excluded(last);
         }
     }
 
@@ -401,11 +415,11 @@ impl PublishedKeys {
     /// flushed before the next, and lists the parts in the index.
     fn merge(&self, marker: Marker, uploads: &[(u64, UploadEntry)], now: u64) -> Result<()> {
         let tree = &self.shared.tree;
+        let parts = hour_parts(marker.merge, uploads);
         // Parts that a failed attempt at this merge left behind would be trusted with it.
         for entry in tree.scan_prefix(&part_key(marker.merge, 0)[..9]) {
             tree.remove(entry?.0)?;
         }
-        let parts = hour_parts(marker.merge, uploads);
         for part in &parts {
             tree.insert(part.name.as_slice(), part.value.as_slice())?;
         }
@@ -423,6 +437,7 @@ impl PublishedKeys {
         for part in parts {
             index.parts.insert(part.name, part.releases);
         }
+        index.merged_hour = marker.hour;
         Ok(())
     }
 
@@ -477,10 +492,21 @@ impl Upload<'_> {
         self.index.certificates.contains_key(certificate)
     }
 
-    /// Stores new and revised records, and marks the certificate (valid until `expires`)
-    /// used, as one entry filed under `hour`, or under the hour of the upload before it if
-    /// that is later. The certificate is remembered until the end of the hour it expires in.
-    /// The index changes only once the entry is written.
+    /// The hour an upload arriving at `now` is filed under, and its new keys stored with:
+    /// the hour of `now`, unless the upload before it was filed later or that hour is merged
+    /// already. Filing in hour order keeps a late upload out of a part of its own, and out of
+    /// reach of anyone telling it apart by its hour inside a later one.
+    pub fn hour_for(&self, now: u64) -> u64 {
+        let after_merged = self.index.merged_hour.map_or(0, |hour| hour + HOUR_SECONDS);
+        start_of_hour(now)
+            .max(self.index.last_hour)
+            .max(after_merged)
+    }
+
+    /// Stores new and revised records, and marks the certificate (accepted until `expires`)
+    /// used, as one entry filed under `hour` (from [`hour_for`](Self::hour_for)). The
+    /// certificate is remembered until the end of the hour it expires in. The index changes
+    /// only once the entry is written.
     ///
     /// # Errors
     ///
@@ -495,7 +521,7 @@ impl Upload<'_> {
         let entry = UploadEntry {
             certificate_hash: *certificate,
             expires: expires.div_ceil(HOUR_SECONDS) * HOUR_SECONDS,
-            hour: hour.max(self.index.last_hour),
+            hour: self.hour_for(hour),
             records: records.to_vec(),
         };
         let sequence = self.index.next_upload;
@@ -565,19 +591,24 @@ impl Index {
             .collect()
     }
 
-    /// Up to [`READ_CHUNK`] keys of a time list from `from` to before `end`, each with its
-    /// time and its record.
+    /// The records of up to [`READ_CHUNK`] keys of a time list, from `from` to before `end`,
+    /// and the last place scanned, if any.
     fn copy_chunk(
         &self,
         list: impl Fn(&Index) -> &Times,
-        from: Bound<(u64, DiagnosisKey)>,
-        end: (u64, DiagnosisKey),
-    ) -> Vec<(DiagnosisKey, u64, [u8; RECORD_LEN])> {
-        list(self)
+        from: Bound<Place>,
+        end: Place,
+    ) -> (Vec<Listed>, Option<Place>) {
+        let places: Vec<Place> = list(self)
             .range((from, Bound::Excluded(end)))
             .take(READ_CHUNK)
-            .filter_map(|(time, key)| Some((*key, *time, *self.records.get(key)?)))
-            .collect()
+            .copied()
+            .collect();
+        let records = places
+            .iter()
+            .filter_map(|(_, key)| Some((*key, *self.records.get(key)?)))
+            .collect();
+        (records, places.last().copied())
     }
 
     /// Takes in the hour parts, oldest merge first, and removes those of a merge that never
@@ -641,20 +672,29 @@ impl Index {
 }
 
 impl Marker {
-    fn encode(self) -> [u8; 16] {
-        let mut bytes = [0; 16];
+    /// The marker in `tree`, or the one before any merge.
+    fn read(tree: &sled::Tree) -> Result<Self> {
+        tree.get(MARKER)?
+            .map_or(Ok(Self::default()), |bytes| Self::decode(&bytes))
+    }
+
+    fn encode(self) -> [u8; 24] {
+        let mut bytes = [0; 24];
         bytes[..8].copy_from_slice(&self.merge.to_be_bytes());
-        bytes[8..].copy_from_slice(&self.last_upload.to_be_bytes());
+        bytes[8..16].copy_from_slice(&self.last_upload.to_be_bytes());
+        bytes[16..].copy_from_slice(&self.hour.map_or(u64::MAX, |hour| hour).to_be_bytes());
         bytes
     }
 
     fn decode(bytes: &[u8]) -> Result<Self> {
-        if bytes.len() != 16 {
+        if bytes.len() != 24 {
             return Err(Error::Corrupt("merge marker"));
         }
+        let hour = be_u64(&bytes[16..])?;
         Ok(Self {
             merge: be_u64(&bytes[..8])?,
-            last_upload: be_u64(&bytes[8..])?,
+            last_upload: be_u64(&bytes[8..16])?,
+            hour: (hour != u64::MAX).then_some(hour),
         })
     }
 }
@@ -784,7 +824,7 @@ fn sequence_in(name: &[u8]) -> Result<u64> {
 }
 
 /// The first place at `time` in a time list.
-fn first_at(time: u64) -> (u64, DiagnosisKey) {
+fn first_at(time: u64) -> Place {
     (time, DiagnosisKey::from_bytes([0; 16]))
 }
 
@@ -957,12 +997,40 @@ mod tests {
     fn an_upload_late_for_its_hour_goes_with_the_next() {
         let tree = temporary_tree();
         let keys = PublishedKeys::open(tree.clone(), NOW, 0).unwrap();
+        assert_eq!(keys.upload().hour_for(NOW + 10), NOW);
         write(&keys, &[record(1, NOW + HOUR)], 1, NOW + HOUR);
-        // Stamped in the hour before, written after an upload of the next one.
+        // Arriving in the hour before, after an upload of the next one: filed with that one,
+        // and its keys stored with its hour, so nothing tells them apart inside the part.
+        assert_eq!(keys.upload().hour_for(NOW + HOUR - 1), NOW + HOUR);
         write(&keys, &[record(2, NOW)], 2, NOW);
         assert_eq!(keys.merge_ended_hours(merged_after(NOW)).unwrap(), 0);
         assert_eq!(keys.merge_ended_hours(merged_after(NOW + HOUR)).unwrap(), 2);
         assert_eq!(parts(&tree), [vec![1, 2]]);
+
+        // Nothing is filed under an hour merged already, even after reopening.
+        drop(keys);
+        let reopened = PublishedKeys::open(tree, merged_after(NOW + HOUR), 0).unwrap();
+        assert_eq!(reopened.upload().hour_for(NOW + HOUR + 10), NOW + 2 * HOUR);
+    }
+
+    #[test]
+    fn a_window_larger_than_one_read_is_read_whole() {
+        let keys = PublishedKeys::open(temporary_tree(), NOW, 0).unwrap();
+        let total = READ_CHUNK * 2 + 500;
+        let records: Vec<StoredKey> = (0..total)
+            .map(|i| {
+                let mut key = record(0, NOW + (i % 3) as u64);
+                key.key.key = DiagnosisKey::from_bytes((i as u128).to_be_bytes());
+                key
+            })
+            .collect();
+        for (i, upload) in records.chunks(30).enumerate() {
+            write(&keys, upload, i as u8, NOW);
+        }
+        let mut read = keys.released_in(NOW, NOW + 3).unwrap();
+        read.sort_by_key(|record| record.key.key);
+        assert_eq!(read, records);
+        assert_eq!(keys.released_in(NOW + 1, NOW + 2).unwrap().len(), total / 3);
     }
 
     #[test]
@@ -997,12 +1065,17 @@ mod tests {
         assert_eq!(revisions, vec![revision]);
         assert!(used(&reopened, 8));
 
-        // Merged too, the revision still wins. Keys past retention and certificates past
-        // their expiry are left out when the store opens.
+        // Merged into a later part, the revision still wins over the original's part.
         reopened
             .merge_ended_hours(merged_after(NOW + HOUR))
             .unwrap();
         drop(reopened);
+        let merged = PublishedKeys::open(tree.clone(), merged_after(NOW + HOUR), 0).unwrap();
+        assert_eq!(parts(&tree).len(), 2);
+        assert_eq!(merged.get(&original.key.key).unwrap(), Some(revision));
+        drop(merged);
+
+        // Keys past retention and certificates past their expiry are left out on opening.
         let later = PublishedKeys::open(tree, NOW + 3 * HOUR, NOW + HOUR).unwrap();
         assert_eq!(later.len(), 1);
         let kept = later.get(&DiagnosisKey::from_bytes([2; 16])).unwrap();

@@ -79,20 +79,23 @@ impl ExportWorker {
     /// Storage, file and signing failures; the next run starts where this one stopped.
     pub fn run_once(&self) -> Result<RunSummary> {
         let now = self.clock.unix_seconds();
-        // Exports and retention read the index, not the parts, so a merge that fails does not
-        // hold them up; its error is returned once they are done.
-        let merged = self.keys.merge_ended_hours(now);
         let mut summary = RunSummary::default();
-        self.export_due_windows(now, &mut summary)?;
+        // Every step goes ahead whatever the one before it met: exports and retention read the
+        // index in memory, not the parts, and files written must reach `index.txt`.
+        let mut failures = Failures::default();
+        if let Some(merged) = failures.note(self.keys.merge_ended_hours(now)) {
+            summary.uploads_merged = merged;
+        }
+        failures.note(self.export_due_windows(now, &mut summary));
+        failures.note(self.apply_key_retention(now, &mut summary));
+        let expired = failures.note(self.expire_files(now, &mut summary));
         // Expired files leave the index before they leave the disk, so that no reader of the
         // index finds a listed file missing.
-        let expired = self.apply_retention(now, &mut summary)?;
         self.tree.write_index(&self.live_files()?)?;
-        for path in &expired {
+        for path in expired.iter().flatten() {
             self.tree.remove_file(path)?;
         }
-        summary.uploads_merged = merged?;
-        Ok(summary)
+        failures.into_result(summary)
     }
 
     /// Runs [`run_once`](Self::run_once) every `every` until `shutdown` completes.
@@ -157,11 +160,17 @@ impl ExportWorker {
         Ok(())
     }
 
-    /// Deletes expired keys and forgets expired files; returns the files to delete from disk.
-    fn apply_retention(&self, now: u64, summary: &mut RunSummary) -> Result<Vec<String>> {
+    /// Deletes keys and forgets certificates past retention.
+    fn apply_key_retention(&self, now: u64, summary: &mut RunSummary) -> Result<()> {
         let cutoff = now.saturating_sub(self.schedule.retention_seconds);
         summary.keys_deleted = self.keys.delete_released_before(cutoff)?;
         self.keys.forget_certificates_before(now)?;
+        Ok(())
+    }
+
+    /// Forgets files past retention; returns them, to delete from disk.
+    fn expire_files(&self, now: u64, summary: &mut RunSummary) -> Result<Vec<String>> {
+        let cutoff = now.saturating_sub(self.schedule.retention_seconds);
         let mut expired = Vec::new();
         for entry in self.state.scan_prefix(b"f") {
             let (key, end) = entry?;
@@ -208,6 +217,31 @@ impl ExportWorker {
         self.state.insert(NEXT_WINDOW, &start.to_be_bytes())?;
         self.state.flush()?;
         Ok(())
+    }
+}
+
+/// The first failure of a run, returned once every step has had its turn; later ones are
+/// logged.
+#[derive(Debug, Default)]
+struct Failures(Option<Error>);
+
+impl Failures {
+    fn note<T>(&mut self, result: Result<T>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(error) if self.0.is_none() => {
+                self.0 = Some(error);
+                None
+            }
+            Err(error) => {
+                tracing::error!(%error, "export worker step failed");
+                None
+            }
+        }
+    }
+
+    fn into_result<T>(self, value: T) -> Result<T> {
+        self.0.map_or(Ok(value), Err)
     }
 }
 
