@@ -213,6 +213,7 @@ impl PublishedKeys {
     ///
     /// Storage failures and corrupt entries.
     pub fn open(tree: sled::Tree, now: u64, retained_from: u64) -> Result<Self> {
+        migrate_per_key_records(&tree)?;
         let marker = Marker::read(&tree)?;
         let mut index = Index {
             next_upload: marker.last_upload + 1,
@@ -699,6 +700,45 @@ impl Marker {
     }
 }
 
+/// Moves records of the earlier layout, one entry per key (`k` ‖ key) with release and revision
+/// lists (`r`, `v`), into hour parts of a merge of their own, as a merge would: parts, marker,
+/// then removal, each flushed before the next. Certificates kept their layout.
+fn migrate_per_key_records(tree: &sled::Tree) -> Result<()> {
+    const RECORD: u8 = b'k';
+    let mut hours = Hours::new();
+    for entry in tree.scan_prefix([RECORD]) {
+        let (name, bytes) = entry?;
+        let key = DiagnosisKey::from_slice(&name[1..]).map_err(|_| Error::Corrupt("key"))?;
+        let record = StoredKey::decode(key, &bytes)?;
+        hours
+            .entry(record.upload_hour)
+            .or_default()
+            .insert(key, record);
+    }
+    let Some(&hour) = hours.keys().next_back() else {
+        return Ok(());
+    };
+    let marker = Marker::read(tree)?;
+    let next = Marker {
+        merge: marker.merge + 1,
+        last_upload: marker.last_upload,
+        hour: marker.hour.max(Some(hour)),
+    };
+    for part in parts_of(next.merge, hours) {
+        tree.insert(part.name, part.value)?;
+    }
+    tree.flush()?;
+    tree.insert(MARKER, &next.encode())?;
+    tree.flush()?;
+    for prefix in [RECORD, b'r', b'v'] {
+        for entry in tree.scan_prefix([prefix]) {
+            tree.remove(entry?.0)?;
+        }
+    }
+    tree.flush()?;
+    Ok(())
+}
+
 /// One upload as stored until it is merged: the certificate's hash and expiry hour, the hour
 /// it is filed under, and its records.
 #[derive(Debug, PartialEq, Eq)]
@@ -765,13 +805,21 @@ impl Part {
 /// The parts of merge `merge`: per hour the uploads are filed under, the latest record of
 /// every key among them, sorted by key, at most [`PART_RECORDS`] to a part.
 fn hour_parts(merge: u64, uploads: &[(u64, UploadEntry)]) -> Vec<Part> {
-    let mut hours: BTreeMap<u64, BTreeMap<DiagnosisKey, StoredKey>> = BTreeMap::new();
+    let mut hours = Hours::new();
     for (_, upload) in uploads {
         let hour = hours.entry(upload.hour).or_default();
         for record in &upload.records {
             hour.insert(record.key.key, *record);
         }
     }
+    parts_of(merge, hours)
+}
+
+/// Records by hour, each hour's sorted by key.
+type Hours = BTreeMap<u64, BTreeMap<DiagnosisKey, StoredKey>>;
+
+/// The parts of merge `merge` holding `hours`, hour after hour.
+fn parts_of(merge: u64, hours: Hours) -> Vec<Part> {
     let mut parts = Vec::new();
     for records in hours.into_values() {
         let records: Vec<StoredKey> = records.into_values().collect();
@@ -1137,6 +1185,39 @@ mod tests {
         assert!(parts(&tree).is_empty());
         assert_eq!(keys.forget_certificates_before(NOW + 3 * HOUR).unwrap(), 1);
         assert_eq!(names(&tree), "m");
+    }
+
+    #[test]
+    fn records_of_the_per_key_layout_move_into_parts() {
+        let tree = temporary_tree();
+        let (first, second) = (record(2, NOW), revised(record(1, NOW), NOW + HOUR));
+        for stored in [first, second] {
+            let key = stored.key.key;
+            let mut name = vec![b'k'];
+            name.extend_from_slice(key.as_bytes());
+            tree.insert(name, &stored.encode()).unwrap();
+            let mut index = vec![b'r'];
+            index.extend_from_slice(&stored.release_at.to_be_bytes());
+            index.extend_from_slice(key.as_bytes());
+            tree.insert(index, &[]).unwrap();
+        }
+        tree.insert(
+            certificate_key(&CertificateHash([5; 32])),
+            &(NOW + HOUR).to_be_bytes(),
+        )
+        .unwrap();
+
+        let keys = PublishedKeys::open(tree.clone(), NOW, 0).unwrap();
+        assert_eq!(names(&tree), "chm");
+        assert_eq!(parts(&tree), [vec![1, 2]]);
+        assert_eq!(keys.get(&first.key.key).unwrap(), Some(first));
+        assert_eq!(keys.revised_in(NOW, NOW + 2 * HOUR).unwrap(), vec![second]);
+        assert!(used(&keys, 5));
+        // New uploads are filed after the migrated hour, and opening again changes nothing.
+        assert_eq!(keys.upload().hour_for(NOW), NOW + HOUR);
+        drop(keys);
+        let again = PublishedKeys::open(tree.clone(), NOW, 0).unwrap();
+        assert_eq!((again.len(), names(&tree).as_str()), (2, "chm"));
     }
 
     #[test]
