@@ -27,6 +27,9 @@ pub struct ExportPolicy {
     pub min_keys: usize,
     /// Up to this many further fake keys, chosen at random per window.
     pub padding_jitter: usize,
+    /// A window with at least one revised key is padded to at least this many revised keys
+    /// (plus the same random jitter), so that the number of revisions does not show either.
+    pub min_revised_keys: usize,
     /// Most keys (real and fake) in one file; larger windows are split.
     pub max_keys_per_file: usize,
     /// How the zip entries are compressed.
@@ -39,6 +42,7 @@ impl Default for ExportPolicy {
             region: "XX".to_owned(),
             min_keys: 1_000,
             padding_jitter: 100,
+            min_revised_keys: 100,
             max_keys_per_file: 250_000,
             compression: Compression::Deflated,
         }
@@ -83,8 +87,16 @@ pub fn build_window(
     if keys.is_empty() && revised_keys.is_empty() {
         return Ok(Vec::new());
     }
-    let mut keys = pad(keys, policy, &mut rand::thread_rng());
+    let rng = &mut rand::thread_rng();
+    let mut keys = pad(keys, policy.min_keys, policy.padding_jitter, rng);
     keys.sort_unstable_by_key(|key| key.key);
+    let mut revised_keys = pad(
+        revised_keys,
+        policy.min_revised_keys,
+        policy.padding_jitter,
+        rng,
+    );
+    revised_keys.sort_unstable_by_key(|key| key.key);
 
     let per_file = policy.max_keys_per_file.max(1);
     let mut chunks: Vec<Vec<ExportKey>> = keys.chunks(per_file).map(<[_]>::to_vec).collect();
@@ -122,12 +134,18 @@ pub fn build_window(
         .collect()
 }
 
-/// Adds fake keys until there are at least `min_keys` plus a random `0..=padding_jitter` keys.
-fn pad(mut keys: Vec<ExportKey>, policy: &ExportPolicy, rng: &mut impl Rng) -> Vec<ExportKey> {
+/// Adds fake keys, each a copy of a random real one with random key bytes, until there are at
+/// least `minimum` plus a random `0..=jitter` keys. No key, no padding.
+fn pad(
+    mut keys: Vec<ExportKey>,
+    minimum: usize,
+    jitter: usize,
+    rng: &mut impl Rng,
+) -> Vec<ExportKey> {
     if keys.is_empty() {
         return keys;
     }
-    let target = keys.len().max(policy.min_keys) + rng.gen_range(0..=policy.padding_jitter);
+    let target = keys.len().max(minimum) + rng.gen_range(0..=jitter);
     let real = keys.len();
     keys.reserve(target - real);
     while keys.len() < target {
@@ -408,6 +426,41 @@ mod tests {
     }
 
     #[test]
+    fn revised_keys_are_padded_too() {
+        let policy = ExportPolicy {
+            min_keys: 50,
+            min_revised_keys: 20,
+            padding_jitter: 5,
+            ..ExportPolicy::default()
+        };
+        let mut revised = key(3);
+        revised.report_type = Some(ReportType::Revoked);
+        let files = build_window(WINDOW, Vec::new(), vec![revised], &policy, &[signer()]).unwrap();
+        let archive = ExportArchive::read(&files[0].bytes, &ExportLimits::default()).unwrap();
+        let revised_keys = &archive.export.revised_keys;
+        assert!(
+            (20..=25).contains(&revised_keys.len()),
+            "{}",
+            revised_keys.len()
+        );
+        assert!(revised_keys.iter().any(|k| k.key == revised.key));
+        assert!(
+            revised_keys
+                .iter()
+                .all(|k| k.report_type == Some(ReportType::Revoked))
+        );
+        assert!(
+            revised_keys
+                .windows(2)
+                .all(|pair| pair[0].key < pair[1].key)
+        );
+        assert!(
+            archive.export.keys.is_empty(),
+            "no real key, no padding of keys"
+        );
+    }
+
+    #[test]
     fn empty_windows_write_nothing() {
         let files = build_window(
             WINDOW,
@@ -423,6 +476,7 @@ mod tests {
     fn large_windows_split_into_distinct_files() {
         let policy = ExportPolicy {
             min_keys: 25,
+            min_revised_keys: 1,
             padding_jitter: 0,
             max_keys_per_file: 10,
             ..ExportPolicy::default()

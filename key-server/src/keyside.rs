@@ -71,6 +71,8 @@ pub struct ExportConfig {
     pub min_keys: usize,
     /// Further random fake keys, up to this many.
     pub padding_jitter: usize,
+    /// Minimum revised keys in a window's files once it holds a real revision.
+    pub min_revised_keys: usize,
     /// Most keys in one file.
     pub max_keys_per_file: usize,
     /// Length of a window, in minutes.
@@ -94,6 +96,7 @@ impl Default for ExportConfig {
             key_id: "varsel".to_owned(),
             min_keys: policy.min_keys,
             padding_jitter: policy.padding_jitter,
+            min_revised_keys: policy.min_revised_keys,
             max_keys_per_file: policy.max_keys_per_file,
             window_minutes: 60,
             min_window_age_minutes: 120,
@@ -286,6 +289,7 @@ fn policy(config: &ExportConfig) -> ExportPolicy {
         region: config.region.clone(),
         min_keys: config.min_keys,
         padding_jitter: config.padding_jitter,
+        min_revised_keys: config.min_revised_keys,
         max_keys_per_file: config.max_keys_per_file.max(1),
         compression: if config.stored {
             Compression::Stored

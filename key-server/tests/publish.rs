@@ -12,6 +12,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use common::{TestServer, start_time};
 use serde_json::{Value, json};
 use varsel_key_server::date::Date;
+use varsel_key_server::exports::ExportPolicy;
 use varsel_protocol::export::{Export, ExportArchive, ExportLimits, ReportType};
 use varsel_protocol::interval::EnIntervalNumber;
 use varsel_protocol::keys::{DiagnosisKey, TemporaryExposureKey};
@@ -409,6 +410,14 @@ async fn repeated_uploads_are_no_ops_and_revisions_need_the_token() {
     assert_eq!(
         find_revised(&exports, &keys[0].key),
         Some(ReportType::ConfirmedTest)
+    );
+    // Two real revisions, padded like keys so that their number does not show.
+    let revised: Vec<_> = exports.iter().flat_map(|e| &e.revised_keys).collect();
+    assert!(revised.len() >= ExportPolicy::default().min_revised_keys);
+    assert!(
+        revised
+            .iter()
+            .all(|k| k.report_type == Some(ReportType::ConfirmedTest))
     );
 
     let revoked = certify(&server, &api_key, "negative", None, keys.clone()).await;
