@@ -38,6 +38,9 @@ pub struct ServerConfig {
     /// Whether clients reach the server over TLS (a terminating proxy counts); sets `Secure`
     /// on the staff session cookie.
     pub behind_tls: bool,
+    /// Reverse proxies (addresses or networks, `10.0.0.0/8`) whose `X-Forwarded-For`
+    /// entries name the client for rate limits; none by default.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -46,6 +49,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("varsel-key-server-data"),
             behind_tls: false,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -215,6 +219,10 @@ mod tests {
                 "2",
             ),
             ("VARSEL_KEY_SERVER__SERVER__LISTEN", "127.0.0.1:9999"),
+            (
+                "VARSEL_KEY_SERVER__SERVER__TRUSTED_PROXIES",
+                r#"["10.0.0.0/8", "192.0.2.1"]"#,
+            ),
             ("UNRELATED", "x"),
         ]);
         let config = Config::from_toml_with_env(text, vars).unwrap();
@@ -222,6 +230,7 @@ mod tests {
         assert_eq!(config.verification.issuer, "from-env");
         assert_eq!(config.verification.rate_limit.client_burst, 2);
         assert_eq!(config.server.listen.port(), 9999);
+        assert_eq!(config.server.trusted_proxies, ["10.0.0.0/8", "192.0.2.1"]);
         assert_eq!(config.verification.short_code_minutes, 15);
     }
 

@@ -21,12 +21,13 @@
 //!
 //! - sled allows one process per database, so `authority` and `keys` commands run while the
 //!   server is stopped; a rotated key is used after the next start.
-//! - Rate limits key on the TCP peer address; behind a reverse proxy every client shares one
-//!   bucket, so run the verification routes where they see client addresses.
+//! - Behind a reverse proxy not listed in `server.trusted_proxies`, every client shares the
+//!   proxy's rate-limit bucket; only `X-Forwarded-For` is read, not `Forwarded`.
 
 pub mod authority;
 pub mod certificate;
 pub mod cli;
+pub mod clients;
 pub mod clock;
 pub mod codes;
 pub mod config;

@@ -6,14 +6,15 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Extension, Router};
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use crate::clients::TrustedProxies;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::error::Result;
@@ -33,6 +34,7 @@ pub struct KeyServer {
     metrics: Metrics,
     verification: Option<Verification>,
     keys: Option<KeyService>,
+    proxies: TrustedProxies,
 }
 
 impl KeyServer {
@@ -40,8 +42,9 @@ impl KeyServer {
     ///
     /// # Errors
     ///
-    /// Storage failures.
+    /// Storage failures and configuration errors.
     pub fn open(config: &Config, clock: SharedClock) -> Result<Self> {
+        let proxies = TrustedProxies::parse(&config.server.trusted_proxies)?;
         let verification = if config.verification.enabled {
             Some(Verification::open(config, clock.clone())?)
         } else {
@@ -59,6 +62,7 @@ impl KeyServer {
             metrics: Metrics::default(),
             verification,
             keys,
+            proxies,
         })
     }
 
@@ -68,6 +72,7 @@ impl KeyServer {
             metrics: Metrics::default(),
             verification: Some(verification),
             keys: None,
+            proxies: TrustedProxies::default(),
         }
     }
 
@@ -77,7 +82,15 @@ impl KeyServer {
             metrics: Metrics::default(),
             verification: Some(verification),
             keys: Some(keys),
+            proxies: TrustedProxies::default(),
         }
+    }
+
+    /// The same server, reading client addresses through these reverse proxies.
+    #[must_use]
+    pub fn with_trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
+        self.proxies = proxies;
+        self
     }
 
     /// The key side, when enabled.
@@ -105,6 +118,7 @@ impl KeyServer {
         }
         router
             .fallback(not_found)
+            .layer(Extension(self.proxies.clone()))
             .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
             .layer(axum::middleware::from_fn_with_state(
                 self.metrics.clone(),

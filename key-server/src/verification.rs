@@ -19,6 +19,7 @@ use varsel_protocol::tekmac::TekMac;
 
 use crate::authority::{Authorities, Authority};
 use crate::certificate::{self, CertificateVerifier, Times, TokenClaims};
+use crate::clients::TrustedProxies;
 use crate::clock::SharedClock;
 use crate::codes::{Codes, DailyCounts, Diagnosis, IssuedCodes, Lifetimes, TestType};
 use crate::config::{Config, VerificationConfig};
@@ -371,17 +372,22 @@ fn check_date(field: &'static str, text: Option<&str>, today: Date) -> Result<Op
     Ok(Some(date))
 }
 
-/// The client's address, used only as rate-limit input.
+/// The client's address (through trusted proxies, `crate::clients`), used only as rate-limit
+/// input.
 pub(crate) struct ClientAddr(IpAddr);
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let address = parts
+        let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
+        let address = match parts.extensions.get::<TrustedProxies>() {
+            Some(proxies) => proxies.client(peer, &parts.headers),
+            None => peer,
+        };
         Ok(Self(address))
     }
 }

@@ -250,11 +250,47 @@ async fn a_client_cannot_guess_past_its_bucket() {
         (limited.status, limited.code().as_str()),
         (429, "quota_exceeded")
     );
+    // With no trusted proxy configured, a forwarded-for header is not believed.
+    let forged = [("x-forwarded-for", "198.51.100.7")];
+    let limited = server
+        .post_json("/api/verify", &forged, &json!({ "code": code }))
+        .await;
+    assert_eq!(limited.status, 429);
     server.clock.advance(Duration::from_secs(600));
     let later = server
         .post_json("/api/verify", &[], &json!({ "code": code }))
         .await;
     assert_eq!(later.status, 200, "{}", later.text());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_client_has_its_own_bucket() {
+    let mut config = Config::default();
+    config.verification.rate_limit.client_burst = 2;
+    config.verification.rate_limit.client_attempts_per_hour = 2;
+    config.server.trusted_proxies = vec!["127.0.0.1".to_owned()];
+    let server = TestServer::start_with(config).await;
+    let guess = |forwarded_for: &'static str| {
+        let server = &server;
+        async move {
+            let headers = [("x-forwarded-for", forwarded_for)];
+            let body = json!({ "code": "00000001" });
+            server
+                .post_json("/api/verify", &headers, &body)
+                .await
+                .code()
+        }
+    };
+
+    assert_eq!(guess("203.0.113.1").await, "code_not_found");
+    assert_eq!(guess("203.0.113.1").await, "code_not_found");
+    assert_eq!(guess("203.0.113.1").await, "quota_exceeded");
+    // Another client behind the same proxy still has its whole bucket.
+    assert_eq!(guess("203.0.113.2").await, "code_not_found");
+    // An entry the first client writes itself, left of what the proxy appended, changes
+    // nothing.
+    assert_eq!(guess("203.0.113.3, 203.0.113.1").await, "quota_exceeded");
     server.stop().await;
 }
 

@@ -13,6 +13,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 use tokio::sync::oneshot;
+use varsel_key_server::clients::TrustedProxies;
 use varsel_key_server::clock::{ManualClock, SharedClock};
 use varsel_key_server::config::Config;
 use varsel_key_server::date::Date;
@@ -80,7 +81,9 @@ impl TestServer {
         let verification = Verification::with_store(&store, &config, shared.clone()).unwrap();
         let verifier = Some(verification.certificate_verifier());
         let keys = KeyService::open(&config, shared, verifier).unwrap();
-        let server = KeyServer::with_services(verification.clone(), keys.clone());
+        let proxies = TrustedProxies::parse(&config.server.trusted_proxies).unwrap();
+        let server = KeyServer::with_services(verification.clone(), keys.clone())
+            .with_trusted_proxies(proxies);
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
