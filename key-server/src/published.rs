@@ -266,6 +266,10 @@ impl PublishedKeys {
             // Read from disk each time: a step whose last flush failed may still have written
             // its marker, and then its uploads are merged.
             let marker = Marker::read(&self.shared.tree)?;
+            {
+                let mut index = self.index();
+                index.merged_hour = index.merged_hour.max(marker.hour);
+            }
             let uploads = self.uploads_to_merge(marker, ended)?;
             let Some((last_upload, last)) = uploads.last() else {
                 return Ok(merged);
@@ -378,6 +382,9 @@ impl PublishedKeys {
         end: u64,
     ) -> Result<Vec<StoredKey>> {
         let mut records = Vec::new();
+        if start >= end {
+            return Ok(records);
+        }
         let mut from = Bound::Included(first_at(start));
         loop {
             let (chunk, scanned) = self.index().copy_chunk(&list, from, first_at(end));
