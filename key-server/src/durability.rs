@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::error::{Error, Result};
+use crate::locks::lock;
 
 /// How far flushing has got.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -85,10 +86,7 @@ impl GroupCommit {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Requests> {
-        self.shared
-            .requests
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        lock(&self.shared.requests)
     }
 }
 
@@ -104,10 +102,7 @@ fn flush_loop(db: &sled::Db, shared: &Shared, report: &watch::Sender<Progress>) 
     let mut done = 0u64;
     loop {
         let target = {
-            let mut requests = shared
-                .requests
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut requests = lock(&shared.requests);
             while requests.issued == done && !requests.stopping {
                 requests = shared
                     .wake

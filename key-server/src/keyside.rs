@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -382,7 +382,7 @@ impl LatencyMirror {
     const INITIAL: Duration = Duration::from_millis(2);
 
     fn record(&self, elapsed: Duration) {
-        let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut recent = crate::locks::lock(&self.recent);
         if recent.len() == Self::CAPACITY {
             recent.pop_front();
         }
@@ -390,7 +390,7 @@ impl LatencyMirror {
     }
 
     fn sample(&self) -> Duration {
-        let recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        let recent = crate::locks::lock(&self.recent);
         if recent.is_empty() {
             return Self::INITIAL;
         }

@@ -38,6 +38,7 @@ pub mod exports;
 pub mod hashing;
 pub mod jwt;
 pub mod keyside;
+mod locks;
 pub mod metrics;
 pub mod openapi;
 pub mod padding;

@@ -39,10 +39,7 @@ pub struct Metrics {
 impl Metrics {
     /// Records one answered request.
     pub fn observe(&self, route: &str, status: u16, seconds: f64) {
-        let mut inner = self
-            .inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut inner = crate::locks::lock(&self.inner);
         *inner
             .requests
             .entry((route.to_owned(), status))
@@ -57,10 +54,7 @@ impl Metrics {
 
     /// The text exposition format.
     pub fn render(&self) -> String {
-        let inner = self
-            .inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let inner = crate::locks::lock(&self.inner);
         let mut out = String::new();
         out.push_str("# HELP varsel_http_requests_total Requests answered, by route and status.\n");
         out.push_str("# TYPE varsel_http_requests_total counter\n");

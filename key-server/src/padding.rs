@@ -56,10 +56,7 @@ pub struct TimingMirror {
 impl TimingMirror {
     /// Records that a real request on `route` took `took`.
     pub fn record(&self, route: &'static str, took: Duration) {
-        let mut samples = self
-            .samples
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut samples = crate::locks::lock(&self.samples);
         let recent = samples.entry(route).or_default();
         if recent.len() == TIMING_SAMPLES {
             recent.pop_front();
@@ -69,10 +66,7 @@ impl TimingMirror {
 
     /// A duration drawn uniformly from the recent real ones on `route`, if any.
     pub fn sample(&self, route: &'static str) -> Option<Duration> {
-        let samples = self
-            .samples
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let samples = crate::locks::lock(&self.samples);
         let recent = samples.get(route).filter(|recent| !recent.is_empty())?;
         recent
             .get(rand::thread_rng().gen_range(0..recent.len()))

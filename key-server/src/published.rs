@@ -24,7 +24,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use sha2::{Digest, Sha256};
 use varsel_protocol::export::{ExportKey, ReportType};
@@ -32,6 +32,7 @@ use varsel_protocol::interval::EnIntervalNumber;
 use varsel_protocol::keys::DiagnosisKey;
 
 use crate::error::{Error, Result};
+use crate::locks::lock;
 
 /// Seconds in an hour, the unit every stored time is rounded to.
 pub const HOUR_SECONDS: u64 = 3_600;
@@ -881,10 +882,6 @@ fn sequence_in(name: &[u8]) -> Result<u64> {
 /// The first place at `time` in a time list.
 fn first_at(time: u64) -> Place {
     (time, DiagnosisKey::from_bytes([0; 16]))
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn upload_key(sequence: u64) -> [u8; 9] {

@@ -61,10 +61,7 @@ impl RateLimiter {
     /// Takes one attempt for `client` at `now`; `false` means refuse it.
     pub fn admit(&self, client: IpAddr, now: u64) -> bool {
         let key = self.client_key(client);
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut state = crate::locks::lock(&self.state);
         if state.failures_minute == now / 60
             && state.failures >= self.config.global_failures_per_minute
         {
@@ -93,10 +90,7 @@ impl RateLimiter {
 
     /// Records a failed attempt (unknown, used or expired code) at `now`.
     pub fn record_failure(&self, now: u64) {
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut state = crate::locks::lock(&self.state);
         let minute = now / 60;
         if state.failures_minute != minute {
             state.failures_minute = minute;

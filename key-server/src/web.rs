@@ -57,10 +57,7 @@ impl Sessions {
             csrf: random_token(),
             expires: now + lifetime,
         };
-        let mut sessions = self
-            .sessions
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut sessions = crate::locks::lock(&self.sessions);
         sessions.retain(|_, session| session.expires > now);
         if sessions.len() >= MAX_SESSIONS {
             return None;
@@ -70,10 +67,7 @@ impl Sessions {
     }
 
     fn get(&self, cookie: &str, now: u64) -> Option<Session> {
-        let sessions = self
-            .sessions
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let sessions = crate::locks::lock(&self.sessions);
         sessions
             .get(&digest(cookie))
             .filter(|session| session.expires > now)
@@ -81,10 +75,7 @@ impl Sessions {
     }
 
     fn remove(&self, cookie: &str) {
-        let mut sessions = self
-            .sessions
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut sessions = crate::locks::lock(&self.sessions);
         sessions.remove(&digest(cookie));
     }
 }

@@ -228,13 +228,7 @@ async fn a_client_cannot_guess_past_its_bucket() {
     config.verification.rate_limit.client_attempts_per_hour = 6;
     let server = TestServer::start_with(config).await;
     let api_key = server.authority("Lab", None);
-    let code = server
-        .issue(&api_key, &json!({ "testType": "confirmed" }))
-        .await
-        .json()["longCode"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let code = server.long_code(&api_key).await;
 
     for guess in ["00000001", "00000002", "00000003"] {
         let reply = server
@@ -302,13 +296,7 @@ async fn failures_overall_hit_a_ceiling_per_minute() {
     config.verification.rate_limit.global_failures_per_minute = 5;
     let server = TestServer::start_with(config).await;
     let api_key = server.authority("Lab", None);
-    let code = server
-        .issue(&api_key, &json!({ "testType": "confirmed" }))
-        .await
-        .json()["longCode"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let code = server.long_code(&api_key).await;
 
     // Align to the start of a minute, then spend the minute's failures.
     let now = server.clock.unix();

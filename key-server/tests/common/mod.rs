@@ -11,7 +11,7 @@ use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use varsel_key_server::clients::TrustedProxies;
 use varsel_key_server::clock::{ManualClock, SharedClock};
@@ -160,6 +160,14 @@ impl TestServer {
     pub async fn issue(&self, api_key: &str, body: &Value) -> Reply {
         self.post_json("/api/issue", &[("x-api-key", api_key)], body)
             .await
+    }
+
+    /// Issues a code for a confirmed test and returns its long form.
+    pub async fn long_code(&self, api_key: &str) -> String {
+        let issued = self
+            .issue(api_key, &json!({ "testType": "confirmed" }))
+            .await;
+        issued.json()["longCode"].as_str().unwrap().to_owned()
     }
 
     pub async fn stop(mut self) {
