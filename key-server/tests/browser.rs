@@ -22,6 +22,10 @@ use serde_json::{Value, json};
 /// The W3C WebDriver key under which an element reference is returned.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
+/// How long [`Browser::find`] waits for an element: pages load in milliseconds here, but a busy
+/// CI machine can take seconds.
+const FIND_TIMEOUT: Duration = Duration::from_secs(15);
+
 fn tool(variable: &str, default: &str) -> PathBuf {
     std::env::var_os(variable).map_or_else(|| PathBuf::from(default), PathBuf::from)
 }
@@ -137,14 +141,39 @@ impl<'d> Browser<'d> {
             .await;
     }
 
+    /// Waits up to [`FIND_TIMEOUT`] for an element to appear, since a click on a submit button
+    /// can return before the next page has loaded. On timeout, the panic shows the page's text.
     async fn find(&self, css: &str) -> String {
         let path = format!("/session/{}/element", self.session);
         let query = json!({ "using": "css selector", "value": css });
-        let value = self.driver.call("POST", &path, Some(&query)).await;
-        value[ELEMENT]
-            .as_str()
-            .unwrap_or_else(|| panic!("no element {css}"))
-            .to_owned()
+        let deadline = tokio::time::Instant::now() + FIND_TIMEOUT;
+        loop {
+            let value = self.driver.try_call("POST", &path, Some(&query)).await;
+            if let Some(element) = value.as_ref().and_then(|v| v[ELEMENT].as_str()) {
+                return element.to_owned();
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let page = self.page_text().await;
+                let reply = value.map_or(Value::Null, |v| v["message"].clone());
+                panic!("no element {css} within {FIND_TIMEOUT:?}: {reply}\npage: {page}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The visible text of the current page, for failure messages.
+    async fn page_text(&self) -> String {
+        let path = format!("/session/{}/element", self.session);
+        let query = json!({ "using": "css selector", "value": "body" });
+        let Some(body) = self.driver.try_call("POST", &path, Some(&query)).await else {
+            return "(no page)".to_owned();
+        };
+        let Some(element) = body[ELEMENT].as_str() else {
+            return format!("(no body: {body})");
+        };
+        let path = format!("/session/{}/element/{element}/text", self.session);
+        let text = self.driver.try_call("GET", &path, None).await;
+        text.map_or_else(|| "(no text)".to_owned(), |text| text.to_string())
     }
 
     async fn type_into(&self, css: &str, text: &str) {
