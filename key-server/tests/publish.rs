@@ -12,7 +12,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use common::{TestServer, start_time};
 use serde_json::{Value, json};
 use varsel_key_server::date::Date;
-use varsel_key_server::exports::ExportPolicy;
+use varsel_key_server::exports::{ExportPolicy, file_path};
 use varsel_protocol::export::{Export, ExportArchive, ExportLimits, ReportType};
 use varsel_protocol::interval::EnIntervalNumber;
 use varsel_protocol::keys::{DiagnosisKey, TemporaryExposureKey};
@@ -567,6 +567,64 @@ async fn keys_and_files_expire_after_fourteen_days() {
     assert!(server.keys.published_keys().is_empty());
     assert!(server.keys.tree().zip_files().unwrap().is_empty());
     assert_eq!(key_entries(&server), "", "no stored key is left");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_failed_export_stops_neither_retention_nor_the_index() {
+    let server = TestServer::start().await;
+    let api_key = server.authority("Lab", None);
+    let early = certify(&server, &api_key, "confirmed", None, past_keys(2)).await;
+    assert_eq!(publish(&server, &early).await.status, 200);
+    exported_after(&server, Duration::from_secs(3 * HOUR)).await;
+    let early_path = file_path("XX", start_time(), start_time() + HOUR);
+    assert_eq!(
+        server.get("/exports/index.txt").await.text(),
+        format!("{early_path}\n")
+    );
+
+    // Thirteen days after the first upload, a second one, with keys of the two days before.
+    server
+        .clock
+        .advance(Duration::from_secs(13 * DAY - 3 * HOUR));
+    let late_keys = vec![key_on(12, 144), key_on(11, 144)];
+    let late = certify(&server, &api_key, "confirmed", None, late_keys).await;
+    assert_eq!(publish(&server, &late).await.status, 200);
+
+    // A directory where the second window's file would go makes its export fail.
+    let late_start = start_time() + 13 * DAY;
+    let late_path = file_path("XX", late_start, late_start + HOUR);
+    let blocker = server.keys.tree().root().join(&late_path);
+    std::fs::create_dir_all(&blocker).unwrap();
+    server.clock.advance(Duration::from_secs(DAY + 3 * HOUR));
+    assert!(
+        server.keys.export_now().is_err(),
+        "the export cannot be written"
+    );
+
+    // Retention and the index went ahead all the same.
+    assert_eq!(server.get("/exports/index.txt").await.text(), "");
+    assert!(!server.keys.tree().root().join(&early_path).exists());
+    let stored = server.keys.published_keys();
+    let is_stored = |key: &UploadKey| stored.get(&key.key).unwrap().is_some();
+    assert!(
+        !early.keys.iter().any(is_stored),
+        "the first keys are past retention"
+    );
+    assert!(late.keys.iter().all(is_stored));
+
+    // Once the way is clear, the next run writes the window that failed.
+    std::fs::remove_dir(&blocker).unwrap();
+    let exports = exported_after(&server, Duration::ZERO).await;
+    assert_eq!(
+        server.get("/exports/index.txt").await.text(),
+        format!("{late_path}\n")
+    );
+    assert!(
+        late.keys
+            .iter()
+            .all(|key| find(&exports, &key.key).is_some())
+    );
     server.stop().await;
 }
 
