@@ -177,7 +177,7 @@ pub fn run(args: Args) -> Result<()> {
 async fn run_async(args: Args) -> Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     if let Command::Wipe { yes } = args.command {
-        return wipe(&args.data_dir, clock, yes);
+        return wipe(&args.data_dir, yes);
     }
     let device = Device::open(&args.data_dir, clock)
         .with_context(|| format!("opening the device database in {:?}", args.data_dir))?;
@@ -293,6 +293,7 @@ fn keys(device: &Device) -> Result<()> {
 #[cfg(not(feature = "ble"))]
 async fn scan(device: &Device, args: &ScanArgs) -> Result<()> {
     use crate::radio::sim::{Air, Carry, PathLossModel, Position};
+    use crate::settings::DEFAULT_TX_POWER;
     use rand::Rng;
     use varsel_protocol::interval::EnIntervalNumber;
     use varsel_protocol::keys::{Metadata, TemporaryExposureKey};
@@ -307,7 +308,7 @@ async fn scan(device: &Device, args: &ScanArgs) -> Result<()> {
         let mut peer = air.join(position, Carry::Pocket, clock.clone());
         let tek = TemporaryExposureKey::generate(&mut rand_core::OsRng);
         let rpi = tek.rpik().rpi(interval);
-        let aem = tek.aemk().encrypt(&rpi, &Metadata::v1(-24));
+        let aem = tek.aemk().encrypt(&rpi, &Metadata::v1(DEFAULT_TX_POWER));
         peer.advertise(&varsel_protocol::advertisement::Advertisement { rpi, aem })
             .await?;
     }
@@ -485,7 +486,7 @@ fn consent(device: &Device, action: ConsentAction, purpose: ConsentPurpose) -> R
     Ok(())
 }
 
-fn wipe(dir: &Path, clock: Arc<dyn Clock>, yes: bool) -> Result<()> {
+fn wipe(dir: &Path, yes: bool) -> Result<()> {
     if !yes {
         bail!("wipe deletes every key, sighting and setting; run again with --yes to confirm");
     }
@@ -493,10 +494,7 @@ fn wipe(dir: &Path, clock: Arc<dyn Clock>, yes: bool) -> Result<()> {
         say!("Nothing to delete in {}.", dir.display());
         return Ok(());
     }
-    let device = Device::open(dir, clock)?;
-    let store = device.store().clone();
-    drop(device);
-    store.destroy()?;
+    crate::store::Store::open(dir)?.destroy()?;
     say!(
         "Everything this device held in {} is deleted.",
         dir.display()

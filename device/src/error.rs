@@ -40,10 +40,12 @@ pub enum Error {
         reason: String,
     },
     /// The user has not agreed to what was asked.
-    #[error("no consent to {purpose}; run `varsel-device consent grant upload` first")]
+    #[error("no consent to {purpose}; run `varsel-device consent grant {consent}` first")]
     NoConsent {
         /// What needed consent.
         purpose: &'static str,
+        /// The consent it needs, as `varsel-device consent grant` names it.
+        consent: &'static str,
     },
     /// A request could not be sent or its answer not received.
     #[error("request to {route} failed: {reason}")]

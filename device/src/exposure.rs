@@ -43,36 +43,40 @@ impl MatchingHandler {
 }
 
 impl ExportHandler for MatchingHandler {
-    fn handle(&mut self, store: &Store, export: &VerifiedExport<'_>) -> Result<u64, Error> {
+    fn handle(&mut self, store: &Store, export: VerifiedExport<'_>) -> Result<u64, Error> {
         let matcher = match &mut self.matcher {
             Some(matcher) => matcher,
             empty => empty.insert(Matcher::new(&store.sightings()?, &self.prefilter)?),
         };
-        let published_at = match export.archive.export.end_timestamp {
-            0 => export.downloaded_at,
-            end => end.min(export.downloaded_at),
-        };
-        let matches = matcher.match_archive(export.archive, published_at);
+        let matches = matcher.match_archive(export.archive, export.published_at);
+
+        // Flushed by sync with the record that this export was processed.
+        let mut windows = Vec::new();
         for found in &matches {
             let key = hex::encode(found.key.key.as_bytes());
-            let windows = exposure_windows(found, &self.config, &self.params);
-            for (index, window) in windows.iter().enumerate() {
+            let of_key = exposure_windows(found, &self.config, &self.params);
+            for (index, window) in of_key.into_iter().enumerate() {
                 let id = format!("{:012}-{key}-{index:04}", window.day.unix_seconds());
-                store.put_exposure(&id, window)?;
+                windows.push((id, window));
             }
         }
+        store.put_exposures(&windows)?;
         Ok(matches.len() as u64)
     }
 
     fn finish(&mut self, store: &Store) -> Result<(), Error> {
         self.matcher = None;
         let windows: Vec<ExposureWindow> = store.exposures()?;
-        store.clear_alerts()?;
-        for summary in self.config.daily_summaries(&windows) {
-            let day = DayExposure::new(&self.config, &summary, &windows);
-            store.put_alert(&format!("{:012}", summary.day.unix_seconds()), &day)?;
-        }
-        Ok(())
+        let days: Vec<(String, DayExposure)> = self
+            .config
+            .daily_summaries(&windows)
+            .iter()
+            .map(|summary| {
+                let id = format!("{:012}", summary.day.unix_seconds());
+                (id, DayExposure::new(&self.config, summary, &windows))
+            })
+            .collect();
+        store.replace_alerts(&days)
     }
 }
 

@@ -186,16 +186,17 @@ impl HttpClient {
 
     fn check_consent(&self, purpose: Purpose) -> Result<(), Error> {
         let consent = self.store.consent()?;
-        let allowed = match purpose {
-            Purpose::Sync => true,
-            Purpose::Report | Purpose::Chaff => consent.upload,
-            Purpose::Research => consent.research,
+        let (given, needed) = match purpose {
+            Purpose::Sync => return Ok(()),
+            Purpose::Report | Purpose::Chaff => (consent.upload, "upload"),
+            Purpose::Research => (consent.research, "research"),
         };
-        if allowed {
+        if given {
             Ok(())
         } else {
             Err(Error::NoConsent {
                 purpose: purpose.name(),
+                consent: needed,
             })
         }
     }

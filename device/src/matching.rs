@@ -14,11 +14,13 @@
 //! - the metadata heard with it decrypts to a TX power within −50..=+20 dBm.
 //!
 //! Keys of an export are matched in parallel on the current rayon pool, day by day so that a
-//! thread keeps one day's filter in its cache. [`Matcher::match_files`] reads export files with
-//! the protocol's one-pass reader ([`export_stream::read_archive`]), verifies their signatures,
-//! and holds at most three files at a time, so memory stays proportional to the sightings and
-//! one file, whatever the size of the download. [`windows`] then turns each [`KeyMatch`] into
-//! GAEN exposure windows for scoring.
+//! thread keeps one day's filter in its cache. [`open`] reads an export file with the protocol's
+//! one-pass reader ([`ExportArchive::read`]) and verifies its signature; sync opens each
+//! download with it, and its handler matches it with [`Matcher::match_archive`].
+//! [`Matcher::match_files`] does the same for files at hand, reading the next file while it
+//! matches one and holding at most three at a time, so memory stays proportional to the
+//! sightings and one file, whatever the size of the download. [`windows`] then turns each
+//! [`KeyMatch`] into GAEN exposure windows for scoring.
 //!
 //! # Performance
 //!
@@ -51,7 +53,6 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 use varsel_protocol::export::{ExportArchive, ExportKey, ExportLimits, TrustedKeys};
-use varsel_protocol::export_stream;
 use varsel_protocol::interval::{EK_ROLLING_PERIOD, INTERVAL_SECONDS};
 use varsel_protocol::keys::{Metadata, RollingProximityIdentifier};
 
@@ -136,16 +137,13 @@ impl Matcher {
         })
     }
 
-    /// Matches the keys and revised keys of an archive whose signature has been verified.
+    /// Matches the keys and revised keys of an archive whose signature has been verified, as
+    /// [`open`] returns it; takes the archive to sort its key lists in place.
     ///
     /// Only sightings made before `published_at` (Unix seconds) count.
-    pub fn match_archive(&self, archive: &ExportArchive, published_at: u64) -> Vec<KeyMatch> {
-        let export = &archive.export;
-        self.match_lists(
-            &mut export.keys.clone(),
-            &mut export.revised_keys.clone(),
-            published_at,
-        )
+    pub fn match_archive(&self, mut archive: ExportArchive, published_at: u64) -> Vec<KeyMatch> {
+        let export = &mut archive.export;
+        self.match_lists(&mut export.keys, &mut export.revised_keys, published_at)
     }
 
     /// Matches diagnosis keys in parallel on the current rayon pool.
@@ -228,12 +226,7 @@ impl Matcher {
             let next = files.next();
             let (opened, outcome) = rayon::join(
                 || open(next),
-                || {
-                    current.map(|(mut archive, published_at)| {
-                        let export = &mut archive.export;
-                        self.match_lists(&mut export.keys, &mut export.revised_keys, published_at)
-                    })
-                },
+                || current.map(|(archive, published_at)| self.match_archive(archive, published_at)),
             );
             each(outcome);
             ready.extend(opened);
@@ -330,17 +323,22 @@ impl Matcher {
     }
 }
 
-/// Reads and verifies one file; returns the archive and the time it counts as published.
-fn open(
+/// Reads one downloaded file with [`ExportArchive::read`] and verifies its signature; returns
+/// the archive and the time it counts as published: its end timestamp, or the time it was
+/// fetched if earlier. Sync and [`Matcher::match_files_with`] both open files here.
+///
+/// # Errors
+///
+/// [`Error::Protocol`] for a file that is malformed, too large, or not signed by a trusted key.
+pub fn open(
     file: ExportFile,
     trusted: &TrustedKeys,
     limits: &ExportLimits,
 ) -> Result<(ExportArchive, u64), Error> {
-    let archive = export_stream::read_archive(&file.bytes, limits)?;
+    let archive = ExportArchive::read(&file.bytes, limits)?;
     drop(file.bytes);
     archive.verify(trusted)?;
-    let end = archive.export.end_timestamp;
-    let published_at = match end {
+    let published_at = match archive.export.end_timestamp {
         0 => file.fetched_at,
         end => end.min(file.fetched_at),
     };

@@ -82,14 +82,10 @@ impl Settings {
         self.trusted_keys
             .iter()
             .map(|setting| {
-                let key = TrustedKey::from_pem(&setting.pem)?;
-                Ok(match (&setting.key_id, &setting.key_version) {
-                    (Some(id), Some(version)) => key.pinned(id, version),
-                    (id, version) => TrustedKey {
-                        key_id: id.clone(),
-                        key_version: version.clone(),
-                        ..key
-                    },
+                Ok(TrustedKey {
+                    key_id: setting.key_id.clone(),
+                    key_version: setting.key_version.clone(),
+                    ..TrustedKey::from_pem(&setting.pem)?
                 })
             })
             .collect()

@@ -249,7 +249,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         store.current_key(T0).unwrap();
         store.add_sightings(&[sighting(T0, 1)]).unwrap();
-        store.put_alert("a", &"alert").unwrap();
+        store.replace_alerts(&[("a".to_owned(), "alert")]).unwrap();
         assert!(!store.is_empty());
         store.wipe().unwrap();
         assert!(store.is_empty());

@@ -8,11 +8,11 @@
 
 use indicatif::ProgressBar;
 use varsel_protocol::export::{ExportArchive, ExportLimits, TrustedKeys};
-use varsel_protocol::export_stream;
 
 use crate::Device;
 use crate::Error;
 use crate::http::HttpClient;
+use crate::matching::{self, ExportFile};
 use crate::store::{ExportRecord, Store};
 use crate::transparency::Purpose;
 
@@ -31,20 +31,22 @@ pub struct VerifiedExport<'a> {
     /// Its path in the index.
     pub path: &'a str,
     /// The parsed archive, whose signature verified under a trusted key.
-    pub archive: &'a ExportArchive,
-    /// When it was downloaded, Unix seconds. Its keys were published before this.
-    pub downloaded_at: u64,
+    pub archive: ExportArchive,
+    /// When its keys count as published, Unix seconds: the export's end timestamp, or the time
+    /// it was downloaded if earlier (see [`matching::open`]).
+    pub published_at: u64,
 }
 
 /// What sync hands every verified export to: the matching engine.
 pub trait ExportHandler {
     /// Matches one export's keys against the device's sightings; returns how many keys
-    /// matched. An error stops the sync without recording the export as processed.
+    /// matched. The handler owns the export, so it may reorder its keys. An error stops the
+    /// sync without recording the export as processed.
     ///
     /// # Errors
     ///
     /// Whatever the handler meets; typically [`Error::Database`].
-    fn handle(&mut self, store: &Store, export: &VerifiedExport<'_>) -> Result<u64, Error>;
+    fn handle(&mut self, store: &Store, export: VerifiedExport<'_>) -> Result<u64, Error>;
 
     /// Called once after the last export of a sync, to update exposure windows and alerts.
     ///
@@ -168,8 +170,8 @@ impl Device {
         progress.set_length(pending.len() as u64);
         for path in pending {
             match self.fetch_export(client, &path, &trusted).await {
-                Ok(archive) => {
-                    let record = self.process(handler, &path, &archive)?;
+                Ok((archive, published_at)) => {
+                    let record = self.process(handler, &path, archive, published_at)?;
                     report.processed.push(record);
                 }
                 Err(error) => {
@@ -215,13 +217,14 @@ impl Device {
         parse_index(&answer.body)
     }
 
-    /// Downloads, parses and verifies one export.
+    /// Downloads, parses and verifies one export; returns it with the time it counts as
+    /// published.
     async fn fetch_export(
         &self,
         client: &HttpClient,
         path: &str,
         trusted: &TrustedKeys,
-    ) -> Result<ExportArchive, Error> {
+    ) -> Result<(ExportArchive, u64), Error> {
         let limits = ExportLimits::default();
         let route = format!("exports/{path}");
         let answer = client
@@ -234,14 +237,11 @@ impl Device {
         if answer.status != 200 {
             return Err(rejected(format!("HTTP {}", answer.status)));
         }
-        // The one-pass reader: the same checks as `ExportArchive::read`, without an allocation
-        // per key, which matters for files of hundreds of thousands of keys.
-        let archive = export_stream::read_archive(&answer.body, &limits)
-            .map_err(|e| rejected(e.to_string()))?;
-        archive
-            .verify(trusted)
-            .map_err(|e| rejected(e.to_string()))?;
-        Ok(archive)
+        let file = ExportFile {
+            bytes: answer.body,
+            fetched_at: self.now(),
+        };
+        matching::open(file, trusted, &limits).map_err(|e| rejected(e.to_string()))
     }
 
     /// Hands a verified export to matching and records it as processed.
@@ -249,19 +249,21 @@ impl Device {
         &self,
         handler: &mut dyn ExportHandler,
         path: &str,
-        archive: &ExportArchive,
+        archive: ExportArchive,
+        published_at: u64,
     ) -> Result<ExportRecord, Error> {
         let now = self.now();
+        let keys = archive.export.keys.len() as u64;
         let export = VerifiedExport {
             path,
             archive,
-            downloaded_at: now,
+            published_at,
         };
-        let matched_keys = handler.handle(self.store(), &export)?;
+        let matched_keys = handler.handle(self.store(), export)?;
         let record = ExportRecord {
             path: path.to_owned(),
             processed_at: now,
-            keys: archive.export.keys.len() as u64,
+            keys,
             matched_keys,
         };
         self.store().mark_export_processed(&record)?;

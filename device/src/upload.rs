@@ -20,7 +20,6 @@ use serde_json::Value;
 use varsel_protocol::interval::{EK_ROLLING_PERIOD, EnIntervalNumber};
 use varsel_protocol::keys::DiagnosisKey;
 use varsel_protocol::tekmac::{HmacKey, TekMac, UploadKey};
-use zeroize::Zeroizing;
 
 use crate::Device;
 use crate::Error;
@@ -221,7 +220,10 @@ impl Device {
         if self.store().consent()?.upload {
             Ok(())
         } else {
-            Err(Error::NoConsent { purpose: "upload" })
+            Err(Error::NoConsent {
+                purpose: "upload",
+                consent: "upload",
+            })
         }
     }
 
@@ -256,12 +258,13 @@ impl Device {
         chaff: bool,
     ) -> Result<Value, Error> {
         let keys: Vec<Value> = keys.iter().map(key_json).collect();
-        let hmac_key = Zeroizing::new(secret.to_base64());
+        // The HMAC secret goes to the server in this body. reqwest's copy of the body cannot be
+        // zeroized, so neither are the copies before it; `secret` itself is.
         let mut body = serde_json::json!({
             "temporaryExposureKeys": keys,
             "healthAuthorityID": authority,
             "verificationPayload": certificate,
-            "hmacKey": hmac_key.as_str(),
+            "hmacKey": secret.to_base64(),
         });
         if let Some(token) = self.store().upload_state()?.revision_token {
             body["revisionToken"] = Value::String(if chaff {
@@ -302,14 +305,14 @@ async fn post(
     chaff: bool,
 ) -> Result<Value, Error> {
     let target = base + OsRng.r#gen_range(0..=PADDING_JITTER);
-    let bytes = Zeroizing::new(padded(body, target)?);
+    let bytes = padded(body, target)?;
     let purpose = if chaff {
         Purpose::Chaff
     } else {
         Purpose::Report
     };
     let answer = client
-        .post_json(purpose, route, bytes.to_vec(), chaff, MAX_ANSWER_BYTES)
+        .post_json(purpose, route, bytes, chaff, MAX_ANSWER_BYTES)
         .await?;
     read_answer(route, &answer)
 }
@@ -408,5 +411,26 @@ mod tests {
             read_answer(VERIFY_ROUTE, &garbage),
             Err(Error::BadResponse { .. })
         ));
+    }
+
+    #[test]
+    fn padding_keeps_every_field_and_is_alphanumeric() {
+        let body = serde_json::json!({ "token": "t\"}", "ekeyhmac": "AAAA" });
+        let parsed: Value = serde_json::from_slice(&padded(body.clone(), 300).unwrap()).unwrap();
+        let padding = parsed["padding"].as_str().unwrap().to_owned();
+        assert!(
+            padding.bytes().all(|b| b.is_ascii_alphanumeric()),
+            "{padding}"
+        );
+        let mut fields = parsed.as_object().unwrap().clone();
+        fields.remove("padding");
+        assert_eq!(Value::Object(fields), body);
+
+        let empty: Value =
+            serde_json::from_slice(&padded(serde_json::json!({}), 40).unwrap()).unwrap();
+        assert_eq!(
+            empty["padding"].as_str().unwrap().len(),
+            40 - r#"{"padding":""}"#.len()
+        );
     }
 }

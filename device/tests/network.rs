@@ -18,7 +18,7 @@ use varsel_device::sighting::Sighting;
 use varsel_device::store::Store;
 use varsel_device::sync::{ExportHandler, VerifiedExport};
 use varsel_device::transparency::Purpose;
-use varsel_device::{Device, Error};
+use varsel_device::{Clock, Device, Error};
 use varsel_protocol::export::{
     Compression, Export, ExportKey, ExportSigner, ReportType, TrustedKey, write_archive,
 };
@@ -100,17 +100,19 @@ fn export_zip(signer: &ExportSigner, keys: usize, seed: u8) -> Vec<u8> {
 #[derive(Default)]
 struct Recorder {
     seen: Vec<(String, usize)>,
+    published: Vec<u64>,
     fail_on: Option<String>,
     finished: usize,
 }
 
 impl ExportHandler for Recorder {
-    fn handle(&mut self, _store: &Store, export: &VerifiedExport<'_>) -> Result<u64, Error> {
+    fn handle(&mut self, _store: &Store, export: VerifiedExport<'_>) -> Result<u64, Error> {
         if self.fail_on.as_deref() == Some(export.path) {
             return Err(Error::Radio("simulated failure".into()));
         }
         self.seen
             .push((export.path.to_owned(), export.archive.export.keys.len()));
+        self.published.push(export.published_at);
         Ok(0)
     }
 
@@ -157,6 +159,32 @@ async fn sync_processes_each_verified_export_once() {
         4,
         "two indexes and two exports: {downloads:?}"
     );
+}
+
+#[tokio::test]
+async fn exports_count_as_published_at_their_end_or_their_download_if_earlier() {
+    let s = setup().await;
+    let client = s.device.client().unwrap();
+    let mut recorder = Recorder::default();
+
+    // Each file of `export_zip` ends at T0.
+    s.double.put_file("a/1.zip", export_zip(&s.signer, 1, 1));
+    s.double.put_file("index.txt", b"a/1.zip\n".to_vec());
+    s.clock.set(T0 - 600);
+    s.device
+        .sync(&client, &mut recorder, &ProgressBar::hidden())
+        .await
+        .unwrap();
+
+    s.double.put_file("a/2.zip", export_zip(&s.signer, 1, 2));
+    s.double
+        .put_file("index.txt", b"a/1.zip\na/2.zip\n".to_vec());
+    s.clock.set(T0 + 3_600);
+    s.device
+        .sync(&client, &mut recorder, &ProgressBar::hidden())
+        .await
+        .unwrap();
+    assert_eq!(recorder.published, vec![T0 - 600, T0]);
 }
 
 #[tokio::test]
@@ -289,17 +317,10 @@ async fn report_uploads_the_last_14_days_and_starts_a_new_key() {
     let s = setup().await;
     grant_upload(&s.device);
     for _ in 0..20 {
-        s.device
-            .store()
-            .current_key(s.clock.now_for_tests())
-            .unwrap();
+        s.device.store().current_key(s.clock.now()).unwrap();
         s.clock.advance(Duration::from_secs(DAY));
     }
-    let today_key = s
-        .device
-        .store()
-        .current_key(s.clock.now_for_tests())
-        .unwrap();
+    let today_key = s.device.store().current_key(s.clock.now()).unwrap();
     let client = s.device.client().unwrap();
 
     let outcome = s.device.report(&client, GOOD_CODE).await.unwrap();
@@ -309,7 +330,7 @@ async fn report_uploads_the_last_14_days_and_starts_a_new_key() {
 
     let published = s.double.state.lock().unwrap().published.clone();
     assert_eq!(published.len(), 1);
-    let today = EnIntervalNumber::from_unix_seconds(s.clock.now_for_tests())
+    let today = EnIntervalNumber::from_unix_seconds(s.clock.now())
         .unwrap()
         .day_start();
     let oldest = today.saturating_sub(13 * 144);
@@ -326,11 +347,7 @@ async fn report_uploads_the_last_14_days_and_starts_a_new_key() {
 
     let state = s.device.store().upload_state().unwrap();
     assert_eq!(state.revision_token.as_deref(), Some("revision-1"));
-    let fresh = s
-        .device
-        .store()
-        .current_key(s.clock.now_for_tests())
-        .unwrap();
+    let fresh = s.device.store().current_key(s.clock.now()).unwrap();
     assert_ne!(fresh.tek, today_key.tek, "a new key starts after a report");
     assert_eq!(fresh.window.start(), today);
 }
@@ -400,6 +417,8 @@ async fn without_consent_only_sync_downloads_leave_the_device() {
         .post_json(Purpose::Research, "research", b"{}".to_vec(), false, 1024)
         .await;
     assert!(matches!(research, Err(Error::NoConsent { .. })));
+    let message = research.unwrap_err().to_string();
+    assert!(message.contains("consent grant research"), "{message}");
 
     let received = s.double.received();
     assert!(!received.is_empty());
@@ -452,7 +471,7 @@ async fn the_log_shows_everything_that_left_the_device_and_no_identifier_leaves(
     );
 
     let rpi_forms = [
-        hex_lower(heard.rpi.as_bytes()),
+        hex::encode(heard.rpi.as_bytes()),
         base64::engine::general_purpose::STANDARD.encode(heard.rpi.as_bytes()),
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(heard.rpi.as_bytes()),
     ];
@@ -474,10 +493,7 @@ async fn chaff_looks_like_a_report_on_the_wire() {
     let s = setup().await;
     grant_upload(&s.device);
     for _ in 0..5 {
-        s.device
-            .store()
-            .current_key(s.clock.now_for_tests())
-            .unwrap();
+        s.device.store().current_key(s.clock.now()).unwrap();
         s.clock.advance(Duration::from_secs(DAY));
     }
     let client = s.device.client().unwrap();
@@ -539,19 +555,4 @@ async fn chaff_follows_its_schedule() {
         .next_chaff_at
         .unwrap();
     assert!(next > due);
-}
-
-fn hex_lower(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Reads a manual clock through the device crate's trait.
-trait NowForTests {
-    fn now_for_tests(&self) -> u64;
-}
-
-impl NowForTests for ManualClock {
-    fn now_for_tests(&self) -> u64 {
-        varsel_device::Clock::now(self)
-    }
 }

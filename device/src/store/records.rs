@@ -30,7 +30,8 @@ impl Store {
         Ok(self.exports.contains_key(path.as_bytes())?)
     }
 
-    /// Records, durably, that an export was processed.
+    /// Records that an export was processed and flushes: the record and every write before it,
+    /// such as the export's exposure windows, are durable when this returns.
     ///
     /// # Errors
     ///
@@ -61,14 +62,20 @@ impl Store {
         Ok(deleted)
     }
 
-    /// Saves an exposure record (such as an exposure window) under `id`, replacing any before.
+    /// Saves exposure records (such as exposure windows) under their ids, replacing any before,
+    /// in one batch and without flushing: [`mark_export_processed`](Self::mark_export_processed)
+    /// flushes them together with the record of the export they came from. sled recovers its log
+    /// in order, so that record is never durable without the windows written before it.
     ///
     /// # Errors
     ///
     /// [`Error::Database`] or [`Error::Json`].
-    pub fn put_exposure(&self, id: &str, value: &impl Serialize) -> Result<(), Error> {
-        put_json(&self.exposures, id.as_bytes(), value)?;
-        self.db.flush()?;
+    pub fn put_exposures<T: Serialize>(&self, records: &[(String, T)]) -> Result<(), Error> {
+        let mut batch = sled::Batch::default();
+        for (id, value) in records {
+            batch.insert(id.as_bytes(), serde_json::to_vec(value)?);
+        }
+        self.exposures.apply_batch(batch)?;
         Ok(())
     }
 
@@ -81,17 +88,6 @@ impl Store {
         all_json(&self.exposures, "exposure")
     }
 
-    /// Saves an alert or day summary under `id`, replacing any before.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Database`] or [`Error::Json`].
-    pub fn put_alert(&self, id: &str, value: &impl Serialize) -> Result<(), Error> {
-        put_json(&self.alerts, id.as_bytes(), value)?;
-        self.db.flush()?;
-        Ok(())
-    }
-
     /// Every alert, in id order.
     ///
     /// # Errors
@@ -101,13 +97,22 @@ impl Store {
         all_json(&self.alerts, "alert")
     }
 
-    /// Deletes every alert, before a fresh scoring writes them again.
+    /// Replaces every alert or day summary with `alerts`, each under its id, atomically and
+    /// durably.
     ///
     /// # Errors
     ///
-    /// [`Error::Database`].
-    pub fn clear_alerts(&self) -> Result<(), Error> {
-        self.alerts.clear()?;
+    /// [`Error::Database`] or [`Error::Json`].
+    pub fn replace_alerts<T: Serialize>(&self, alerts: &[(String, T)]) -> Result<(), Error> {
+        let mut batch = sled::Batch::default();
+        for id in self.alerts.iter().keys() {
+            batch.remove(id?);
+        }
+        for (id, value) in alerts {
+            batch.insert(id.as_bytes(), serde_json::to_vec(value)?);
+        }
+        self.alerts.apply_batch(batch)?;
+        self.db.flush()?;
         Ok(())
     }
 
@@ -176,8 +181,9 @@ mod tests {
     fn generic_records_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        store.put_exposure("2", &vec![2, 3]).unwrap();
-        store.put_exposure("1", &vec![1]).unwrap();
+        store
+            .put_exposures(&[("2".to_owned(), vec![2, 3]), ("1".to_owned(), vec![1])])
+            .unwrap();
         assert_eq!(
             store.exposures::<Vec<u8>>().unwrap(),
             vec![vec![1], vec![2, 3]]
@@ -186,7 +192,25 @@ mod tests {
             store.exposures::<String>(),
             Err(Error::CorruptRecord { what: "exposure" })
         ));
-        store.put_alert("x", &"close contact").unwrap();
+        store
+            .replace_alerts(&[("x".to_owned(), "close contact")])
+            .unwrap();
         assert_eq!(store.alerts::<String>().unwrap(), vec!["close contact"]);
+    }
+
+    #[test]
+    fn replacing_alerts_drops_the_old_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let alerts = |ids: &[&str]| -> Vec<(String, String)> {
+            ids.iter()
+                .map(|id| (id.to_string(), format!("day {id}")))
+                .collect()
+        };
+        store.replace_alerts(&alerts(&["1", "2", "3"])).unwrap();
+        store.replace_alerts(&alerts(&["3", "4"])).unwrap();
+        assert_eq!(store.alerts::<String>().unwrap(), vec!["day 3", "day 4"]);
+        store.replace_alerts::<String>(&[]).unwrap();
+        assert!(store.alerts::<String>().unwrap().is_empty());
     }
 }
