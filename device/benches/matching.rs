@@ -22,11 +22,11 @@ use rand::{Rng, RngCore, SeedableRng};
 use rayon::prelude::*;
 use varsel_device::matching::{ExportFile, Matcher, PrefilterKey, WindowParams, exposure_windows};
 use varsel_device::sighting::Sighting;
+use varsel_protocol::export::wire::decode_export_bin_reference;
 use varsel_protocol::export::{
-    Compression, Export, ExportKey, ExportLimits, ExportSigner, ReportType, TrustedKey,
-    TrustedKeys, encode_export_bin, parse_export_bin, write_archive,
+    Compression, Export, ExportArchive, ExportKey, ExportLimits, ExportSigner, ReportType,
+    TrustedKey, TrustedKeys, encode_export_bin, parse_export_bin, write_archive,
 };
-use varsel_protocol::export_stream;
 use varsel_protocol::interval::{EK_ROLLING_PERIOD, EnIntervalNumber, INTERVAL_SECONDS};
 use varsel_protocol::keys::{
     AssociatedEncryptedMetadata, DiagnosisKey, Metadata, RollingProximityIdentifier,
@@ -394,7 +394,7 @@ fn phases(sightings: &[Sighting], paths: &[PathBuf], trusted: &TrustedKeys) {
     let started = Instant::now();
     for path in paths {
         let bytes = std::fs::read(path).expect("reading an export");
-        let archive = export_stream::read_archive(&bytes, &ExportLimits::default()).expect("valid");
+        let archive = ExportArchive::read(&bytes, &ExportLimits::default()).expect("valid");
         archive.verify(trusted).expect("trusted");
         exports.push(archive.export);
     }
@@ -410,8 +410,8 @@ fn phases(sightings: &[Sighting], paths: &[PathBuf], trusted: &TrustedKeys) {
         started.elapsed().as_secs_f64()
     };
     let (prost, one_pass) = (
+        decode(decode_export_bin_reference),
         decode(parse_export_bin),
-        decode(export_stream::parse_export_bin),
     );
     drop(bins);
 

@@ -1,4 +1,4 @@
-//! Fuzzes the `export.bin` parser: header and `TemporaryExposureKeyExport` protobuf.
+//! Fuzzes the `export.bin` parser: header and the one-pass `TemporaryExposureKeyExport` decoder.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -1,15 +1,15 @@
-//! Fuzzes the one-pass `export.bin` decoder against the protobuf one: on any input both must
-//! accept with equal results or both refuse, and neither may panic.
+//! Fuzzes the one-pass `export.bin` decoder against the protobuf reference it stands in for: on
+//! any input both must accept with equal results or both refuse, and neither may panic.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use varsel_protocol::export::wire::decode_export_bin_reference;
 use varsel_protocol::export::{ExportLimits, parse_export_bin};
-use varsel_protocol::export_stream;
 
 fuzz_target!(|data: &[u8]| {
     let limits = ExportLimits::default();
-    let reference = parse_export_bin(data, &limits);
-    let one_pass = export_stream::parse_export_bin(data, &limits);
+    let reference = decode_export_bin_reference(data, &limits);
+    let one_pass = parse_export_bin(data, &limits);
     match (reference, one_pass) {
         (Ok(reference), Ok(one_pass)) => assert_eq!(reference, one_pass),
         (Err(_), Err(_)) => {}

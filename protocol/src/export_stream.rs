@@ -1,23 +1,24 @@
-//! A faster reader of export archives, for devices that match a million keys at a time.
+//! The one-pass decoder of `export.bin`, which every reader of export files goes through.
 //!
-//! [`read_archive`] accepts exactly the archives [`ExportArchive::read`] accepts and returns the
-//! same [`ExportArchive`], but decodes `export.bin` in one pass over the bytes, validating each
-//! key as it goes, instead of building a protobuf message with an allocation per key first.
-//! That makes decoding about ten times cheaper, which matters when it runs on every key of every
-//! download.
+//! [`crate::export::parse_export_bin`] and [`crate::export::ExportArchive::read`] decode
+//! `export.bin` here: in one pass over the bytes, validating each key as it goes and counting keys
+//! and signature infos against [`ExportLimits`] before keeping each, instead of building a
+//! protobuf message with an allocation per key first. That makes decoding about ten times cheaper,
+//! which matters when it runs on every key of every download, and it bounds what a hostile file
+//! can make a reader allocate.
 //!
 //! The decoder follows the protobuf rules of the generated decoder it stands in for: varints of
 //! at most ten bytes, a field number of at least 1, wire types 0-5, the last occurrence of an
 //! optional field winning, unknown fields (groups included, nested at most 100 deep) skipped,
 //! strings checked to be UTF-8, and a known field with the wrong wire type refused. Only the
 //! message of an error can differ: where the input breaks several rules, the decoder may name
-//! another one first. Tests compare the two decoders on valid, mutated and random input.
+//! another one first. Tests and fuzz targets compare it on valid, mutated and random input with
+//! the generated decoder, kept as [`crate::export::wire::decode_export_bin_reference`].
 
 use crate::Error;
-use crate::export::read::{KeyFields, archive_entries, check_size};
+use crate::export::read::{KeyFields, check_size};
 use crate::export::{
-    EXPORT_BIN_HEADER, EXPORT_BIN_NAME, Export, ExportArchive, ExportKey, ExportLimits,
-    SignatureInfo,
+    EXPORT_BIN_HEADER, EXPORT_BIN_NAME, Export, ExportKey, ExportLimits, SignatureInfo,
 };
 
 /// How deep unknown groups may nest, counted as the generated decoder counts.
@@ -27,25 +28,13 @@ const RECURSION_LIMIT: u32 = 100;
 /// their field key and length, and a rolling start of at least one byte with its field key.
 const MIN_KEY_BYTES: usize = 2 + 18 + 2;
 
-/// Reads a zip archive holding exactly `export.bin` and `export.sig`, each within `limits`.
-///
-/// # Errors
-///
-/// The same as [`ExportArchive::read`]: [`Error::TooLarge`], [`Error::Zip`],
-/// [`Error::ArchiveEntries`], [`Error::BadHeader`], [`Error::Protobuf`],
-/// [`Error::TooManyKeys`] and the errors of key validation.
-pub fn read_archive(zip: &[u8], limits: &ExportLimits) -> Result<ExportArchive, Error> {
-    let (bin, sig) = archive_entries(zip, limits)?;
-    ExportArchive::from_entries(parse_export_bin(&bin, limits)?, &bin, &sig, limits)
-}
-
-/// Parses an `export.bin` like [`crate::export::parse_export_bin`], in one pass.
+/// Parses an `export.bin` in one pass: the decoder behind [`crate::export::parse_export_bin`].
 ///
 /// # Errors
 ///
 /// [`Error::TooLarge`], [`Error::BadHeader`], [`Error::Protobuf`], [`Error::TooManyKeys`],
-/// and the errors of key validation.
-pub fn parse_export_bin(bytes: &[u8], limits: &ExportLimits) -> Result<Export, Error> {
+/// [`Error::TooManySignatures`], and the errors of key validation.
+pub(crate) fn parse_export_bin(bytes: &[u8], limits: &ExportLimits) -> Result<Export, Error> {
     check_size(EXPORT_BIN_NAME, bytes.len(), limits.max_export_bin_bytes)?;
     let body = bytes
         .strip_prefix(EXPORT_BIN_HEADER.as_slice())
@@ -66,9 +55,15 @@ pub fn parse_export_bin(bytes: &[u8], limits: &ExportLimits) -> Result<Export, E
             3 => export.region = reader.string(wire)?,
             4 => export.batch_num = reader.int32(wire)?,
             5 => export.batch_size = reader.int32(wire)?,
-            6 => export
-                .signature_infos
-                .push(signature_info(reader.message(wire)?)?),
+            6 => {
+                if export.signature_infos.len() >= limits.max_signatures {
+                    return Err(Error::TooManySignatures {
+                        limit: limits.max_signatures,
+                    });
+                }
+                let info = signature_info(reader.message(wire)?)?;
+                export.signature_infos.push(info);
+            }
             7 | 8 => {
                 if export.keys.len() + export.revised_keys.len() >= limits.max_keys {
                     return Err(Error::TooManyKeys {
@@ -264,8 +259,8 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::export::ReportType;
-    use crate::export::{self, encode_export_bin};
+    use crate::export::wire::decode_export_bin_reference;
+    use crate::export::{self, ExportArchive, ReportType, encode_export_bin};
     use crate::interval::EnIntervalNumber;
     use crate::keys::DiagnosisKey;
 
@@ -273,7 +268,7 @@ mod tests {
         let limits = ExportLimits::default();
         (
             parse_export_bin(bytes, &limits),
-            export::parse_export_bin(bytes, &limits),
+            decode_export_bin_reference(bytes, &limits),
         )
     }
 
@@ -419,7 +414,48 @@ mod tests {
             parse_export_bin(&bin, &limits),
             Err(Error::TooManyKeys { limit: 3 })
         ));
+        assert!(decode_export_bin_reference(&bin, &limits).is_err());
         assert!(export::parse_export_bin(&bin, &limits).is_err());
+    }
+
+    #[test]
+    fn signature_info_limit_applies() {
+        let limits = ExportLimits {
+            max_signatures: 2,
+            ..ExportLimits::default()
+        };
+        let mut export = sample();
+        export.signature_infos = vec![SignatureInfo::default(); 2];
+        assert_agree(&encode_export_bin(&export));
+        assert_eq!(
+            parse_export_bin(&encode_export_bin(&export), &limits),
+            Ok(export.clone())
+        );
+
+        export.signature_infos.push(SignatureInfo::default());
+        let bin = encode_export_bin(&export);
+        assert_eq!(
+            parse_export_bin(&bin, &limits),
+            Err(Error::TooManySignatures { limit: 2 })
+        );
+        assert_eq!(
+            decode_export_bin_reference(&bin, &limits),
+            Err(Error::TooManySignatures { limit: 2 })
+        );
+    }
+
+    #[test]
+    fn a_flood_of_empty_signature_infos_is_refused() {
+        // Field 6 with length 0, over and over: each pair would be one more `SignatureInfo`.
+        let body: Vec<u8> = [0x32, 0x00].repeat(1 << 16);
+        let limits = ExportLimits::default();
+        assert_eq!(
+            parse_export_bin(&with_header(&body), &limits),
+            Err(Error::TooManySignatures {
+                limit: limits.max_signatures
+            })
+        );
+        assert_agree(&with_header(&body));
     }
 
     proptest! {
@@ -494,11 +530,12 @@ mod tests {
         let signer = ExportSigner::new(SigningKey::random(&mut rng), "242", "v1");
         let zip = write_archive(sample(), &[signer], Compression::Deflated).unwrap();
         let limits = ExportLimits::default();
+        let (bin, _) = crate::export::read::archive_entries(&zip, &limits).unwrap();
         assert_eq!(
-            read_archive(&zip, &limits).unwrap(),
-            ExportArchive::read(&zip, &limits).unwrap()
+            ExportArchive::read(&zip, &limits).unwrap().export,
+            decode_export_bin_reference(&bin, &limits).unwrap()
         );
-        assert!(read_archive(&zip[..zip.len() - 1], &limits).is_err());
-        assert!(read_archive(b"not a zip", &limits).is_err());
+        assert!(ExportArchive::read(&zip[..zip.len() - 1], &limits).is_err());
+        assert!(ExportArchive::read(b"not a zip", &limits).is_err());
     }
 }

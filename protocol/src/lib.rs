@@ -13,8 +13,6 @@
 //! - [`advertisement`]: the Bluetooth LE payload under service UUID 0xFD6F (§4).
 //! - [`tekmac`]: the HMAC that binds an upload certificate to its keys (§5).
 //! - [`export`]: signed diagnosis-key export files (§6).
-//! - [`export_stream`]: a one-pass reader of the same files for bulk matching, without an
-//!   allocation per key; it applies the same checks as [`export`].
 //! - [`risk`]: exposure windows and risk scoring with GAEN v2 semantics.
 //! - [`Error`]: the one error type.
 //!
@@ -37,7 +35,7 @@
 pub mod advertisement;
 mod error;
 pub mod export;
-pub mod export_stream;
+mod export_stream;
 pub mod interval;
 pub mod keys;
 pub mod risk;

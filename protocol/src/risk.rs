@@ -356,67 +356,60 @@ impl RiskConfig {
 
     /// The report type a window gets from a key's published one: a missing or `Unknown` type
     /// becomes [`report_type_when_missing`](Self::report_type_when_missing).
-    pub fn effective_report_type(&self, published: Option<ReportType>) -> ReportType {
+    pub const fn effective_report_type(&self, published: Option<ReportType>) -> ReportType {
         match published {
             None | Some(ReportType::Unknown) => self.report_type_when_missing,
             Some(report_type) => report_type,
         }
     }
 
-    /// The weight, in percent, of a report type; revoked reports weigh 0.
+    /// The weight, in percent, of a report type; revoked reports weigh 0, and `Unknown` weighs
+    /// what [`report_type_when_missing`](Self::report_type_when_missing) does.
     pub const fn report_type_weight(&self, report_type: ReportType) -> u32 {
         let weights = &self.report_type_weights;
-        match report_type {
+        match self.effective_report_type(Some(report_type)) {
             ReportType::ConfirmedTest => weights.confirmed_test,
             ReportType::ConfirmedClinicalDiagnosis => weights.confirmed_clinical_diagnosis,
             ReportType::SelfReport => weights.self_report,
             ReportType::Recursive => weights.recursive,
-            ReportType::Revoked => 0,
-            ReportType::Unknown => match self.report_type_when_missing {
-                ReportType::ConfirmedTest => weights.confirmed_test,
-                ReportType::ConfirmedClinicalDiagnosis => weights.confirmed_clinical_diagnosis,
-                ReportType::SelfReport => weights.self_report,
-                ReportType::Recursive => weights.recursive,
-                ReportType::Unknown | ReportType::Revoked => 0,
-            },
+            ReportType::Unknown | ReportType::Revoked => 0,
         }
     }
 
     /// A window's weighted duration in seconds: each scan's seconds weighted by the bucket of
     /// its typical attenuation.
     pub fn weighted_duration_seconds(&self, window: &ExposureWindow) -> f64 {
-        self.weighted_percent_seconds(window) as f64 / 100.0
+        percent_seconds_to_seconds(self.weighted_percent_seconds(window))
     }
 
     /// A window's score in seconds: its weighted duration times the infectiousness and
     /// report-type weights.
     pub fn window_score(&self, window: &ExposureWindow) -> f64 {
-        let infectiousness = u128::from(self.infectiousness.weight(window.infectiousness));
-        let report_type = u128::from(self.report_type_weight(window.report_type));
-        let scaled =
-            u128::from(self.weighted_percent_seconds(window)) * infectiousness * report_type;
-        scaled as f64 / 1_000_000.0
+        self.score_of(window, self.weighted_percent_seconds(window))
     }
 
     /// Whether a window takes part in the daily summaries.
     pub fn counts(&self, window: &ExposureWindow) -> bool {
-        window.infectiousness != Infectiousness::None
-            && window.report_type != ReportType::Revoked
-            && self.window_score(window) >= f64::from(self.minimum_window_score_seconds)
+        self.counts_with_score(window, self.window_score(window))
     }
 
     /// One summary per UTC day that has a counting window, in day order.
     pub fn daily_summaries(&self, windows: &[ExposureWindow]) -> Vec<DailySummary> {
-        let mut summaries: Vec<DailySummary> = Vec::new();
-        let mut counting: Vec<&ExposureWindow> = windows
+        // Each window's weighted duration and score, worked out once.
+        let mut counting: Vec<(&ExposureWindow, f64, f64)> = windows
             .iter()
-            .filter(|window| self.counts(window))
+            .filter_map(|window| {
+                let percent_seconds = self.weighted_percent_seconds(window);
+                let score = self.score_of(window, percent_seconds);
+                let weighted = percent_seconds_to_seconds(percent_seconds);
+                self.counts_with_score(window, score)
+                    .then_some((window, score, weighted))
+            })
             .collect();
-        counting.sort_by_key(|window| window.day);
+        counting.sort_by_key(|(window, ..)| window.day);
 
-        for window in counting {
-            let score = self.window_score(window);
-            let weighted = self.weighted_duration_seconds(window);
+        let mut summaries: Vec<DailySummary> = Vec::new();
+        for (window, score, weighted) in counting {
             match summaries.last_mut() {
                 Some(summary) if summary.day == window.day => {
                     summary.maximum_score = summary.maximum_score.max(score);
@@ -441,6 +434,21 @@ impl RiskConfig {
         summary.score_sum >= f64::from(self.daily_threshold_minutes) * 60.0
     }
 
+    /// A window's score in seconds, given its weighted percent-seconds.
+    fn score_of(&self, window: &ExposureWindow, percent_seconds: u64) -> f64 {
+        let infectiousness = u128::from(self.infectiousness.weight(window.infectiousness));
+        let report_type = u128::from(self.report_type_weight(window.report_type));
+        let scaled = u128::from(percent_seconds) * infectiousness * report_type;
+        scaled as f64 / 1_000_000.0
+    }
+
+    /// Whether a window whose score is `score` takes part in the daily summaries.
+    fn counts_with_score(&self, window: &ExposureWindow, score: f64) -> bool {
+        window.infectiousness != Infectiousness::None
+            && window.report_type != ReportType::Revoked
+            && score >= f64::from(self.minimum_window_score_seconds)
+    }
+
     /// Sum over the window's scans of seconds × bucket weight, in percent-seconds, saturating.
     fn weighted_percent_seconds(&self, window: &ExposureWindow) -> u64 {
         window.scan_instances.iter().fold(0u64, |sum, scan| {
@@ -448,6 +456,11 @@ impl RiskConfig {
             sum.saturating_add(u64::from(scan.seconds_since_last_scan) * weight)
         })
     }
+}
+
+/// Percent-seconds as seconds.
+fn percent_seconds_to_seconds(percent_seconds: u64) -> f64 {
+    percent_seconds as f64 / 100.0
 }
 
 fn ascending(field: &'static str, lower: u8, value: u8) -> Result<(), Error> {

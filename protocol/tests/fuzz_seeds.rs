@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use varsel_protocol::advertisement::Advertisement;
+use varsel_protocol::export::wire::decode_export_bin_reference;
 use varsel_protocol::export::{
     ExportArchive, ExportLimits, parse_export_bin, parse_signature_list,
 };
@@ -37,6 +38,19 @@ fn export_zip_seeds_parse() {
 fn export_bin_seeds_parse() {
     for seed in seeds("export_bin") {
         parse_export_bin(&seed, &ExportLimits::default()).unwrap();
+    }
+}
+
+/// What the `export_bin_stream` target checks, on the same seeds: the one-pass decoder reads
+/// each one exactly as the protobuf reference does.
+#[test]
+fn export_bin_seeds_decode_like_the_reference() {
+    let limits = ExportLimits::default();
+    for seed in seeds("export_bin") {
+        assert_eq!(
+            parse_export_bin(&seed, &limits).unwrap(),
+            decode_export_bin_reference(&seed, &limits).unwrap()
+        );
     }
 }
 

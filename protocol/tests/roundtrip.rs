@@ -3,6 +3,7 @@
 
 use proptest::prelude::*;
 use varsel_protocol::advertisement::Advertisement;
+use varsel_protocol::export::wire::decode_export_bin_reference;
 use varsel_protocol::export::{
     Compression, Export, ExportArchive, ExportKey, ExportLimits, ExportSigner, ReportType,
     TrustedKey, TrustedKeys, encode_export_bin, parse_export_bin, write_archive,
@@ -70,6 +71,8 @@ proptest! {
     fn export_bin_round_trips(export in export()) {
         let bytes = encode_export_bin(&export);
         let parsed = parse_export_bin(&bytes, &ExportLimits::default()).unwrap();
+        let reference = decode_export_bin_reference(&bytes, &ExportLimits::default()).unwrap();
+        prop_assert_eq!(&parsed, &reference);
         prop_assert_eq!(parsed, export);
     }
 
@@ -114,6 +117,7 @@ proptest! {
         let mut input = b"EK Export v1    ".to_vec();
         input.extend_from_slice(&bytes);
         let _ = parse_export_bin(&input, &ExportLimits::default());
+        let _ = decode_export_bin_reference(&input, &ExportLimits::default());
     }
 
     #[test]

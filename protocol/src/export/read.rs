@@ -1,4 +1,8 @@
 //! Reading export archives within limits (`spec/protocol.md` §6.4).
+//!
+//! The zip container and `export.sig` are read here. `export.bin` is decoded by the one-pass
+//! decoder in `export_stream.rs`; the checks of one key, [`KeyFields::validate`], live here
+//! and serve both that decoder and the protobuf reference in [`wire`].
 
 use std::io::{Cursor, Read};
 
@@ -6,10 +10,7 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 
 use super::wire;
-use super::{
-    EXPORT_BIN_HEADER, EXPORT_BIN_NAME, EXPORT_SIG_NAME, Export, ExportKey, ReportType,
-    SignatureInfo,
-};
+use super::{EXPORT_BIN_NAME, EXPORT_SIG_NAME, Export, ExportKey, ReportType, SignatureInfo};
 use crate::Error;
 use crate::interval::{EK_ROLLING_PERIOD, EnIntervalNumber};
 use crate::keys::DiagnosisKey;
@@ -76,14 +77,15 @@ impl ExportArchive {
     /// # Errors
     ///
     /// [`Error::TooLarge`], [`Error::Zip`], [`Error::ArchiveEntries`], [`Error::BadHeader`],
-    /// [`Error::Protobuf`], [`Error::TooManyKeys`] and the errors of key validation.
+    /// [`Error::Protobuf`], [`Error::TooManyKeys`], [`Error::TooManySignatures`] and the errors
+    /// of key validation.
     pub fn read(zip: &[u8], limits: &ExportLimits) -> Result<Self, Error> {
         let (bin, sig) = archive_entries(zip, limits)?;
         Self::from_entries(parse_export_bin(&bin, limits)?, &bin, &sig, limits)
     }
 
     /// Completes an archive from its parsed `export.bin` and the raw bytes of both entries.
-    pub(crate) fn from_entries(
+    fn from_entries(
         export: Export,
         bin: &[u8],
         sig: &[u8],
@@ -168,37 +170,16 @@ pub(crate) fn check_size(what: &'static str, actual: usize, limit: usize) -> Res
 
 /// Parses an `export.bin`: its 16-byte header, then the protobuf message (§6.1, §6.2).
 ///
+/// The message is decoded in one pass over the bytes, not through a protobuf message, validating each
+/// key and counting keys and signature infos against `limits` as they are met, so a hostile file
+/// costs no more memory than `limits` allow.
+///
 /// # Errors
 ///
 /// [`Error::TooLarge`], [`Error::BadHeader`], [`Error::Protobuf`], [`Error::TooManyKeys`],
-/// and the errors of [`ExportKey`] validation.
+/// [`Error::TooManySignatures`], and the errors of [`ExportKey`] validation.
 pub fn parse_export_bin(bytes: &[u8], limits: &ExportLimits) -> Result<Export, Error> {
-    check_size(EXPORT_BIN_NAME, bytes.len(), limits.max_export_bin_bytes)?;
-    let body = bytes
-        .strip_prefix(EXPORT_BIN_HEADER.as_slice())
-        .ok_or(Error::BadHeader)?;
-    let message = wire::TemporaryExposureKeyExport::decode(body)
-        .map_err(|e| Error::Protobuf(e.to_string()))?;
-    if message.keys.len() + message.revised_keys.len() > limits.max_keys {
-        return Err(Error::TooManyKeys {
-            limit: limits.max_keys,
-        });
-    }
-
-    Ok(Export {
-        start_timestamp: message.start_timestamp.unwrap_or(0),
-        end_timestamp: message.end_timestamp.unwrap_or(0),
-        region: message.region.unwrap_or_default(),
-        batch_num: message.batch_num.unwrap_or(0),
-        batch_size: message.batch_size.unwrap_or(0),
-        signature_infos: message
-            .signature_infos
-            .into_iter()
-            .map(SignatureInfo::from)
-            .collect(),
-        keys: convert_keys(message.keys)?,
-        revised_keys: convert_keys(message.revised_keys)?,
-    })
+    crate::export_stream::parse_export_bin(bytes, limits)
 }
 
 /// Parses an `export.sig` (§6.3).
@@ -229,7 +210,7 @@ pub fn parse_signature_list(
         .collect())
 }
 
-fn convert_keys(keys: Vec<wire::TemporaryExposureKey>) -> Result<Vec<ExportKey>, Error> {
+pub(super) fn convert_keys(keys: Vec<wire::TemporaryExposureKey>) -> Result<Vec<ExportKey>, Error> {
     keys.into_iter().map(ExportKey::try_from).collect()
 }
 

@@ -1,5 +1,62 @@
 //! Protobuf messages of the export format, written by hand with `prost`'s derive so that no
 //! `protoc` is needed (`spec/protocol.md` §6.2). Field numbers and types are GAEN's (proto2).
+//!
+//! The writer encodes `export.bin` and `export.sig` with these messages, and the reader decodes
+//! `export.sig` with them. `export.bin` is read by a one-pass decoder instead
+//! ([`super::parse_export_bin`]); [`decode_export_bin_reference`] decodes it with these messages
+//! and is kept only so that tests and fuzz targets can check the one-pass decoder against it.
+
+use prost::Message;
+
+use super::read::{check_size, convert_keys};
+use super::{EXPORT_BIN_HEADER, EXPORT_BIN_NAME, Export, ExportLimits};
+use crate::Error;
+
+/// Decodes an `export.bin` with the generated protobuf decoder: the slow reference that the
+/// one-pass [`super::parse_export_bin`] is checked against. Use that one to read files.
+///
+/// It accepts and refuses what [`super::parse_export_bin`] does and returns the same
+/// [`Export`]; only the message of an error may differ. It decodes the whole message before
+/// counting keys and signature infos, so a hostile file within the size limit can make it
+/// allocate far more than `limits` suggest.
+///
+/// # Errors
+///
+/// [`Error::TooLarge`], [`Error::BadHeader`], [`Error::Protobuf`], [`Error::TooManyKeys`],
+/// [`Error::TooManySignatures`], and the errors of key validation.
+pub fn decode_export_bin_reference(bytes: &[u8], limits: &ExportLimits) -> Result<Export, Error> {
+    check_size(EXPORT_BIN_NAME, bytes.len(), limits.max_export_bin_bytes)?;
+    let body = bytes
+        .strip_prefix(EXPORT_BIN_HEADER.as_slice())
+        .ok_or(Error::BadHeader)?;
+    let message =
+        TemporaryExposureKeyExport::decode(body).map_err(|e| Error::Protobuf(e.to_string()))?;
+    if message.keys.len() + message.revised_keys.len() > limits.max_keys {
+        return Err(Error::TooManyKeys {
+            limit: limits.max_keys,
+        });
+    }
+    if message.signature_infos.len() > limits.max_signatures {
+        return Err(Error::TooManySignatures {
+            limit: limits.max_signatures,
+        });
+    }
+
+    Ok(Export {
+        start_timestamp: message.start_timestamp.unwrap_or(0),
+        end_timestamp: message.end_timestamp.unwrap_or(0),
+        region: message.region.unwrap_or_default(),
+        batch_num: message.batch_num.unwrap_or(0),
+        batch_size: message.batch_size.unwrap_or(0),
+        signature_infos: message
+            .signature_infos
+            .into_iter()
+            .map(super::SignatureInfo::from)
+            .collect(),
+        keys: convert_keys(message.keys)?,
+        revised_keys: convert_keys(message.revised_keys)?,
+    })
+}
 
 /// `TemporaryExposureKeyExport`: the body of `export.bin` after its header.
 #[derive(Clone, PartialEq, prost::Message)]
