@@ -10,7 +10,9 @@ use varsel::scenario::{
 use varsel_device::sync::SyncReport;
 use varsel_device::upload::ReportOutcome;
 use varsel_key_server::worker::RunSummary;
-use varsel_protocol::risk::{ExposureWindow, Infectiousness, RiskConfig};
+use varsel_protocol::risk::{DailySummary, ExposureWindow, Infectiousness, RiskConfig};
+
+use crate::write_line;
 
 const DAY: u64 = 86_400;
 /// Width the narration is wrapped to.
@@ -31,21 +33,21 @@ pub fn run() -> Result<()> {
 
 async fn story() -> Result<()> {
     let mut world = World::start(Options::default()).await?;
-    introduce(&world);
+    introduce(&world)?;
 
     world.meet().await?;
     tell_meeting(&world)?;
     let code = world.issue_code().await?;
-    tell_code(&world);
+    tell_code(&world)?;
     let outcome = world.report(&code).await?;
-    tell_report(&world, &outcome);
+    tell_report(&world, &outcome)?;
     let evening = world.export_evening()?;
-    tell_evening(&world, &evening);
+    tell_evening(&world, &evening)?;
     let morning = world.export_morning()?;
     tell_morning(&world, &morning)?;
     for role in [Role::NearContact, Role::FarContact] {
         let report = world.sync(role).await?;
-        tell_sync(&world, role, &report);
+        tell_sync(&world, role, &report)?;
     }
 
     tell_alerts(&world)?;
@@ -55,7 +57,7 @@ async fn story() -> Result<()> {
     verdict(&problems)
 }
 
-fn introduce(world: &World) {
+fn introduce(world: &World) -> Result<()> {
     say(
         "",
         &format!(
@@ -66,17 +68,17 @@ fn introduce(world: &World) {
              server and an API key.",
             world.server().address()
         ),
-    );
+    )?;
     let meeting = world.options().timeline.meeting;
-    println!("\n{}", day_heading(meeting));
+    write_line(format_args!("\n{}", day_heading(meeting)))?;
     for person in world.people() {
-        at(meeting, &format!("{} is {}.", person.name, person.place));
+        at(meeting, &format!("{} is {}.", person.name, person.place))?;
     }
     say(
         INDENT,
         "Every phone broadcasts a random identifier that changes every 10 minutes, and listens \
          for a few seconds every few minutes.",
-    );
+    )
 }
 
 fn tell_meeting(world: &World) -> Result<()> {
@@ -92,11 +94,11 @@ fn tell_meeting(world: &World) -> Result<()> {
              sent anything to anyone.",
             kept.join(", ")
         ),
-    );
+    )?;
     Ok(())
 }
 
-fn tell_code(world: &World) {
+fn tell_code(world: &World) -> Result<()> {
     at(
         world.now(),
         &format!(
@@ -105,10 +107,10 @@ fn tell_code(world: &World) {
              gives it to Alice.",
             world.options().timeline.meeting_date()
         ),
-    );
+    )
 }
 
-fn tell_report(world: &World, outcome: &ReportOutcome) {
+fn tell_report(world: &World, outcome: &ReportOutcome) -> Result<()> {
     let stored = outcome
         .inserted
         .map_or_else(|| "an unknown number".to_owned(), |n| n.to_string());
@@ -120,10 +122,10 @@ fn tell_report(world: &World, outcome: &ReportOutcome) {
              key(s); the server stored {stored}. Her phone starts a new key.",
             outcome.keys
         ),
-    );
+    )
 }
 
-fn tell_evening(world: &World, summary: &RunSummary) {
+fn tell_evening(world: &World, summary: &RunSummary) -> Result<()> {
     at(
         world.now(),
         &format!(
@@ -131,12 +133,12 @@ fn tell_evening(world: &World, summary: &RunSummary) {
              so the server holds it back until two hours after it expires at midnight.",
             summary.files_written.len()
         ),
-    );
+    )
 }
 
 fn tell_morning(world: &World, summary: &RunSummary) -> Result<()> {
     let now = world.now();
-    println!("\n{}", day_heading(now));
+    write_line(format_args!("\n{}", day_heading(now)))?;
     let published = world.server().published()?;
     at(
         now,
@@ -149,11 +151,11 @@ fn tell_morning(world: &World, summary: &RunSummary) -> Result<()> {
             summary.keys_written,
             published.len()
         ),
-    );
+    )?;
     Ok(())
 }
 
-fn tell_sync(world: &World, role: Role, report: &SyncReport) {
+fn tell_sync(world: &World, role: Role, report: &SyncReport) -> Result<()> {
     at(
         world.now(),
         &format!(
@@ -165,11 +167,11 @@ fn tell_sync(world: &World, role: Role, report: &SyncReport) {
             report.rejected.len(),
             report.matched_keys()
         ),
-    );
+    )
 }
 
 fn tell_alerts(world: &World) -> Result<()> {
-    println!("\nWho is alerted, and why");
+    write_line("\nWho is alerted, and why")?;
     for role in [Role::NearContact, Role::FarContact] {
         explain(world, role)?;
     }
@@ -183,31 +185,36 @@ fn explain(world: &World, role: Role) -> Result<()> {
     let days = world.exposures(role)?;
     let windows = world.windows(role)?;
     let alerted = days.iter().any(|day| day.alert);
-    println!("  {name}: {}", if alerted { "ALERT" } else { "no alert" });
+    write_line(format_args!(
+        "  {name}: {}",
+        if alerted { "ALERT" } else { "no alert" }
+    ))?;
     if days.is_empty() {
         say(
             DETAIL,
             "The phone matched no published key to anything it heard.",
-        );
+        )?;
     }
     for day in &days {
-        say(DETAIL, &day.describe(&config));
+        say(DETAIL, &day.describe(&config))?;
         let of_day: Vec<&ExposureWindow> = windows
             .iter()
-            .filter(|window| window.day == day.summary.day)
+            .filter(|window| window.day == day.summary.day && config.counts(window))
             .collect();
-        let score = day.summary.score_sum;
-        say(DETAIL, &arithmetic(&config, &of_day, score, day.minutes));
+        say(
+            DETAIL,
+            &arithmetic(&config, &of_day, &day.summary, day.minutes),
+        )?;
     }
-    say(DETAIL, &simulation_view(world, role)?);
+    say(DETAIL, &simulation_view(world, role)?)?;
     Ok(())
 }
 
-/// How the score of a day's windows comes about, in words.
+/// How the score of a day's counting windows comes about, in words, with the day's summary.
 fn arithmetic(
     config: &RiskConfig,
     windows: &[&ExposureWindow],
-    score: f64,
+    summary: &DailySummary,
     minutes: u64,
 ) -> String {
     let scans: Vec<_> = windows
@@ -219,10 +226,6 @@ fn arithmetic(
         typical.clone().min().unwrap_or(0),
         typical.max().unwrap_or(0),
     );
-    let weighted: f64 = windows
-        .iter()
-        .map(|window| config.weighted_duration_seconds(window))
-        .sum();
     let Some(first) = windows.first() else {
         return "No exposure window was built.".to_owned();
     };
@@ -242,12 +245,12 @@ fn arithmetic(
         buckets.medium_max_db,
         buckets.medium_weight,
         buckets.other_weight,
-        weighted / 60.0,
+        summary.weighted_duration_sum / 60.0,
         config.infectiousness.weight(first.infectiousness),
         infectiousness_name(first.infectiousness),
         config.report_type_weight(first.report_type),
         first.report_type.name().replace('_', " "),
-        score / 60.0,
+        summary.score_sum / 60.0,
     )
 }
 
@@ -277,7 +280,7 @@ fn infectiousness_name(infectiousness: Infectiousness) -> &'static str {
 
 /// What left each phone, from its transparency log, checked against what the server received.
 fn tell_traffic(world: &World) -> Result<()> {
-    println!("\nWhat left each phone (from each phone's transparency log)");
+    write_line("\nWhat left each phone (from each phone's transparency log)")?;
     for person in world.people() {
         tell_phone(world, person)?;
     }
@@ -286,7 +289,7 @@ fn tell_traffic(world: &World) -> Result<()> {
     say(
         "  ",
         &format!("The test centre's system sent {issued} request(s), to issue the code."),
-    );
+    )?;
     let mut heard = 0;
     for person in world.people() {
         heard += world.sightings(person.role)?.len();
@@ -299,7 +302,7 @@ fn tell_traffic(world: &World) -> Result<()> {
             world.traffic().len(),
             world.identifier_leaks()?.len()
         ),
-    );
+    )?;
     Ok(())
 }
 
@@ -307,9 +310,13 @@ fn tell_traffic(world: &World) -> Result<()> {
 fn tell_phone(world: &World, person: &Person) -> Result<()> {
     let log = world.log(person.role)?;
     let received = world.received_from(Sender::Phone(person.role));
-    println!("  {}'s phone: {} request(s)", person.name, log.len());
+    write_line(format_args!(
+        "  {}'s phone: {} request(s)",
+        person.name,
+        log.len()
+    ))?;
     for entry in &log {
-        println!(
+        write_line(format_args!(
             "    {}  {:<4} {}  {:<44} {:>5} bytes  {}",
             clock(entry.time),
             entry.method,
@@ -317,7 +324,7 @@ fn tell_phone(world: &World, person: &Person) -> Result<()> {
             entry.route,
             entry.bytes,
             entry.purpose.name()
-        );
+        ))?;
     }
 
     let host = world.server().address().to_string();
@@ -326,49 +333,49 @@ fn tell_phone(world: &World, person: &Person) -> Result<()> {
     say(
         DETAIL,
         &format!("What the server received from it: {matches}"),
-    );
+    )?;
     if person.role != Role::Reporter {
         let only_sync = only_sync_downloads(&log, &received)
             .map_or_else(|other| other, |()| "nothing but sync downloads.".to_owned());
         say(
             DETAIL,
             &format!("Without upload consent it sent {only_sync}"),
-        );
+        )?;
     }
     Ok(())
 }
 
 fn verdict(problems: &[String]) -> Result<()> {
     if problems.is_empty() {
-        println!();
+        write_line("")?;
         say(
             "",
             "Everything turned out as it should: Bob was alerted, Carol was not, and no phone \
              sent anything its log does not show.",
-        );
+        )?;
         return Ok(());
     }
-    println!("\nThe story did not turn out as it should:");
+    write_line("\nThe story did not turn out as it should:")?;
     for problem in problems {
-        say("  - ", problem);
+        say("  - ", problem)?;
     }
     bail!("{} check(s) of the demo failed", problems.len())
 }
 
 /// Prints `text` after the time of `unix`, wrapped under itself.
-fn at(unix: u64, text: &str) {
-    say(&format!("{}  ", clock(unix)), text);
+fn at(unix: u64, text: &str) -> Result<()> {
+    say(&format!("{}  ", clock(unix)), text)
 }
 
 /// Prints `text` wrapped to [`WIDTH`] columns: the first line after `first`, the others
 /// indented as deep.
-fn say(first: &str, text: &str) {
+fn say(first: &str, text: &str) -> Result<()> {
     let indent = " ".repeat(first.chars().count());
     let mut line = first.to_owned();
     let mut empty = true;
     for word in text.split_whitespace() {
         if !empty && line.chars().count() + 1 + word.chars().count() > WIDTH {
-            println!("{line}");
+            write_line(&line)?;
             line.clone_from(&indent);
             empty = true;
         }
@@ -378,7 +385,7 @@ fn say(first: &str, text: &str) {
         line.push_str(word);
         empty = false;
     }
-    println!("{line}");
+    write_line(&line)
 }
 
 /// `HH:MM` of a Unix time, UTC.

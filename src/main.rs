@@ -115,8 +115,17 @@ fn derive(args: &DeriveArgs) -> Result<()> {
 
 /// Prints a JSON value on stdout, pretty.
 fn print_json(value: &serde_json::Value) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
-    Ok(())
+    write_line(serde_json::to_string_pretty(value)?)
+}
+
+/// Prints one line on stdout; a closed pipe (as with `varsel demo | head`) ends output quietly
+/// instead of failing.
+fn write_line(line: impl std::fmt::Display) -> Result<()> {
+    use std::io::Write;
+    match writeln!(std::io::stdout().lock(), "{line}") {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => Err(error.into()),
+        _ => Ok(()),
+    }
 }
 
 /// Parses exactly `N` bytes of hex given for the option `name`.

@@ -9,25 +9,12 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use varsel::scenario::{
-    Options, Placement, Role, Sender, World, identifier_forms, log_matches, only_sync_downloads,
+    Options, Placement, Role, Sender, World, carries, identifier_forms, log_matches,
+    only_sync_downloads,
 };
 use varsel_device::radio::sim::Carry;
 use varsel_device::transparency::Purpose;
 use varsel_protocol::export::ReportType;
-use varsel_protocol::keys::DiagnosisKey;
-
-/// Alice's key of the meeting day, as it is published.
-fn meeting_day_key(world: &World) -> DiagnosisKey {
-    let meeting = world.options().timeline.meeting;
-    let keys = world.device(Role::Reporter).store().keys().unwrap();
-    let key = keys
-        .into_iter()
-        .find(|key| {
-            key.window.start().unix_seconds() <= meeting && meeting < key.end_unix_seconds()
-        })
-        .expect("Alice had a key at the meeting");
-    key.tek.into_diagnosis_key()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn near_contact_is_alerted_through_a_real_key_server_and_far_one_is_not() {
@@ -69,7 +56,10 @@ async fn near_contact_is_alerted_through_a_real_key_server_and_far_one_is_not() 
     let published = world.server().published().unwrap();
     let keys = &published[0].1.export.keys;
     assert!((1_000..=1_100).contains(&keys.len()), "{} keys", keys.len());
-    let alice = meeting_day_key(&world);
+    let alice = world
+        .meeting_day_key()
+        .unwrap()
+        .expect("Alice had a key at the meeting");
     let exported = keys
         .iter()
         .find(|key| key.key == alice)
@@ -141,12 +131,7 @@ async fn near_contact_is_alerted_through_a_real_key_server_and_far_one_is_not() 
     let publish = world.received_from(Sender::Phone(Role::Reporter))[2].clone();
     let own_key = STANDARD.encode(alice.as_bytes());
     assert!(String::from_utf8_lossy(&publish.body).contains(&own_key));
-    assert!(identifier_forms(alice.as_bytes()).iter().any(|form| {
-        publish
-            .body
-            .windows(form.len())
-            .any(|window| window == form.as_slice())
-    }));
+    assert!(carries(&publish.body, &identifier_forms(alice.as_bytes())));
 
     // The demo's verdict agrees.
     assert_eq!(world.problems().unwrap(), Vec::<String>::new());

@@ -6,6 +6,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use varsel_device::transparency::{LogEntry, Purpose};
+use varsel_protocol::keys::DiagnosisKey;
 
 use super::{Received, Role, Sender, World};
 use crate::Error;
@@ -20,6 +21,14 @@ pub fn identifier_forms(bytes: &[u8; 16]) -> Vec<Vec<u8>> {
         STANDARD_NO_PAD.encode(bytes).into_bytes(),
         URL_SAFE_NO_PAD.encode(bytes).into_bytes(),
     ]
+}
+
+/// Whether `data` holds any of `forms` (as from [`identifier_forms`]) anywhere in it.
+pub fn carries(data: &[u8], forms: &[Vec<u8>]) -> bool {
+    forms.iter().any(|form| {
+        data.windows(form.len())
+            .any(|window| window == form.as_slice())
+    })
 }
 
 /// Checks that a phone's transparency log lists exactly the requests the server received
@@ -113,17 +122,28 @@ impl World {
         Ok(problems)
     }
 
-    /// Whether a live export holds Alice's key of the meeting day.
-    fn reporters_key_published(&self) -> Result<bool, Error> {
+    /// Alice's key of the meeting day, as it is published; `None` when her phone has none.
+    ///
+    /// # Errors
+    ///
+    /// The phone's store errors.
+    pub fn meeting_day_key(&self) -> Result<Option<DiagnosisKey>, Error> {
         let meeting = self.options().timeline.meeting;
         let keys = self.device(Role::Reporter).store().keys()?;
-        let Some(key) = keys.iter().find(|key| {
-            let start = key.window.start().unix_seconds();
-            start <= meeting && meeting < key.end_unix_seconds()
-        }) else {
+        Ok(keys
+            .into_iter()
+            .find(|key| {
+                let start = key.window.start().unix_seconds();
+                start <= meeting && meeting < key.end_unix_seconds()
+            })
+            .map(|key| key.tek.into_diagnosis_key()))
+    }
+
+    /// Whether a live export holds Alice's key of the meeting day.
+    fn reporters_key_published(&self) -> Result<bool, Error> {
+        let Some(published) = self.meeting_day_key()? else {
             return Ok(false);
         };
-        let published = key.tek.clone().into_diagnosis_key();
         let archives = self.server().published()?;
         Ok(archives
             .iter()
@@ -172,13 +192,7 @@ impl World {
         }
         let mut leaks = Vec::new();
         for (sender, request) in self.traffic() {
-            let carries = |data: &[u8]| {
-                forms.iter().any(|form| {
-                    data.windows(form.len())
-                        .any(|window| window == form.as_slice())
-                })
-            };
-            if carries(request.head.as_bytes()) || carries(&request.body) {
+            if carries(request.head.as_bytes(), &forms) || carries(&request.body, &forms) {
                 leaks.push(format!(
                     "{} {} from {sender:?} carries a heard identifier",
                     request.method, request.path
@@ -241,5 +255,14 @@ mod tests {
         assert!(forms.contains(&STANDARD_NO_PAD.encode(bytes).into_bytes()));
         assert!(forms.contains(&URL_SAFE_NO_PAD.encode(bytes).into_bytes()));
         assert!(forms.iter().all(|form| form.len() >= 16));
+    }
+
+    #[test]
+    fn carries_finds_a_form_anywhere() {
+        let forms = identifier_forms(&[0xfb; 16]);
+        let hex = b"fbfbfbfbfbfbfbfbfbfbfbfbfbfbfbfb";
+        assert!(carries(&[b"key=".as_slice(), hex, b"&x"].concat(), &forms));
+        assert!(!carries(&hex[1..], &forms));
+        assert!(!carries(b"", &forms));
     }
 }

@@ -47,7 +47,7 @@ use varsel_protocol::interval::EnIntervalNumber;
 use varsel_protocol::risk::{ExposureWindow, RiskConfig};
 use zeroize::Zeroizing;
 
-pub use checks::{identifier_forms, log_matches, only_sync_downloads};
+pub use checks::{carries, identifier_forms, log_matches, only_sync_downloads};
 pub use clock::WorldClock;
 pub use server::{LoopbackServer, Received};
 
@@ -427,14 +427,17 @@ impl World {
     ///
     /// The phones' store errors, [`Error::Protocol`] for a time beyond the interval range.
     pub fn heard(&self, listener: Role, speaker: Role) -> Result<Vec<Sighting>, Error> {
-        let keys = self.device(speaker).store().keys()?;
+        let rpiks: Vec<_> = self
+            .device(speaker)
+            .store()
+            .keys()?
+            .iter()
+            .map(|key| key.tek.rpik())
+            .collect();
         let mut heard = Vec::new();
         for sighting in self.sightings(listener)? {
             let interval = EnIntervalNumber::from_unix_seconds(sighting.time)?;
-            if keys
-                .iter()
-                .any(|key| key.tek.rpik().rpi(interval) == sighting.rpi)
-            {
+            if rpiks.iter().any(|rpik| rpik.rpi(interval) == sighting.rpi) {
                 heard.push(sighting);
             }
         }
