@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use varsel_protocol::export::ReportType;
 use zeroize::Zeroizing;
 
+use crate::config::VerificationConfig;
 use crate::date::{DAY_SECONDS, Date};
 use crate::error::{Error, Result};
 use crate::hashing::HashKey;
@@ -54,13 +55,6 @@ impl TestType {
             Self::Negative => "negative",
         }
     }
-
-    /// Parses a wire name.
-    pub fn parse(text: &str) -> Option<Self> {
-        [Self::Confirmed, Self::Likely, Self::Negative]
-            .into_iter()
-            .find(|kind| kind.as_str() == text)
-    }
 }
 
 /// What a code certifies.
@@ -88,8 +82,8 @@ struct CodeRecord {
     long_expires: u64,
 }
 
-/// A freshly issued pair of codes; the only place they exist in clear.
-#[derive(Debug)]
+/// A freshly issued pair of codes; the only place they exist in clear. Its `Debug` output
+/// shows the expiry times only.
 pub struct IssuedCodes {
     /// The 8-digit code, for reading out over the phone.
     pub short_code: Zeroizing<String>,
@@ -101,6 +95,17 @@ pub struct IssuedCodes {
     pub long_expires: u64,
 }
 
+impl core::fmt::Debug for IssuedCodes {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("IssuedCodes")
+            .field("short_code", &"<redacted>")
+            .field("long_code", &"<redacted>")
+            .field("short_expires", &self.short_expires)
+            .field("long_expires", &self.long_expires)
+            .finish()
+    }
+}
+
 /// Lifetimes of new codes, in seconds.
 #[derive(Clone, Copy, Debug)]
 pub struct Lifetimes {
@@ -108,6 +113,21 @@ pub struct Lifetimes {
     pub short: u64,
     /// Of the long code.
     pub long: u64,
+}
+
+impl Lifetimes {
+    /// The lifetimes a verification configuration sets.
+    pub fn from_config(config: &VerificationConfig) -> Self {
+        Self {
+            short: config.short_code_minutes * 60,
+            long: config.long_code_hours * 3_600,
+        }
+    }
+
+    /// When codes issued at `now` expire: the short one, then the long one.
+    pub const fn expiries(self, now: u64) -> (u64, u64) {
+        (now + self.short, now + self.long)
+    }
 }
 
 /// Today's counts for one authority.
@@ -198,14 +218,15 @@ impl Codes {
         rand_core::OsRng.fill_bytes(&mut id);
         let (short_code, short_hash) = self.reserve(&id, now, short_code)?;
         let (long_code, long_hash) = self.reserve(&id, now, long_code)?;
+        let (short_expires, long_expires) = lifetimes.expiries(now);
         let record = CodeRecord {
             authority: authority.to_owned(),
             diagnosis,
             issued: now,
             short_hash,
             long_hash,
-            short_expires: now + lifetimes.short,
-            long_expires: now + lifetimes.long,
+            short_expires,
+            long_expires,
         };
         self.records.insert(id, encode(&record)?)?;
         Ok(IssuedCodes {
@@ -306,12 +327,7 @@ impl Codes {
             self.records.remove(&id)?;
             removed += 1;
         }
-        for entry in self.uuids.iter() {
-            let (hash, expiry) = entry?;
-            if be_u64(&expiry) <= now {
-                self.uuids.remove(hash)?;
-            }
-        }
+        sweep_expiries(&self.uuids, now)?;
         let oldest_day = (now / DAY_SECONDS).saturating_sub(2);
         for entry in self.stats.iter() {
             let (key, _) = entry?;
@@ -434,15 +450,35 @@ pub fn is_long_code(code: &str) -> bool {
     code.len() == LONG_CODE_LEN && code.bytes().all(|b| LONG_ALPHABET.contains(&b))
 }
 
-fn short_code(rng: &mut rand::rngs::ThreadRng) -> Zeroizing<String> {
+/// Draws a short code: 8 uniformly random digits.
+pub(crate) fn short_code(rng: &mut rand::rngs::ThreadRng) -> Zeroizing<String> {
     Zeroizing::new(format!("{:08}", rng.gen_range(0..100_000_000u32)))
 }
 
-fn long_code(rng: &mut rand::rngs::ThreadRng) -> Zeroizing<String> {
+/// Draws a long code: 16 uniformly random characters of `a-z0-9`.
+pub(crate) fn long_code(rng: &mut rand::rngs::ThreadRng) -> Zeroizing<String> {
     let code = (0..LONG_CODE_LEN)
         .map(|_| char::from(LONG_ALPHABET[rng.gen_range(0..LONG_ALPHABET.len())]))
         .collect();
     Zeroizing::new(code)
+}
+
+/// Deletes the entries of `tree` whose value, a big-endian Unix time of expiry, is at or
+/// before `now`; returns how many went.
+///
+/// # Errors
+///
+/// Storage failures.
+pub(crate) fn sweep_expiries(tree: &sled::Tree, now: u64) -> Result<usize> {
+    let mut removed = 0;
+    for entry in tree.iter() {
+        let (key, expiry) = entry?;
+        if be_u64(&expiry) <= now {
+            tree.remove(key)?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 fn stat_key(authority: &str, now: u64, what: &str) -> Vec<u8> {
@@ -506,6 +542,20 @@ mod tests {
         }
         assert!(!is_short_code("1234567a"));
         assert!(!is_long_code("ABCDEFGHIJKLMNOP"));
+    }
+
+    #[test]
+    fn debug_hides_the_codes() {
+        let issued = IssuedCodes {
+            short_code: Zeroizing::new("12345678".to_owned()),
+            long_code: Zeroizing::new("abcdefghijklmnop".to_owned()),
+            short_expires: 900,
+            long_expires: 86_400,
+        };
+        let shown = format!("{issued:?}");
+        assert!(!shown.contains("12345678"), "{shown}");
+        assert!(!shown.contains("abcdefghijklmnop"), "{shown}");
+        assert!(shown.contains("86400"), "{shown}");
     }
 
     #[test]

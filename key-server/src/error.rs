@@ -143,6 +143,29 @@ pub enum Error {
 }
 
 impl Error {
+    /// Every machine-readable code [`code`](Self::code) returns, for the OpenAPI document.
+    pub const CODES: [&'static str; 19] = [
+        "bad_request",
+        "body_too_large",
+        "unauthorized",
+        "uuid_already_exists",
+        "quota_exceeded",
+        "code_invalid",
+        "code_expired",
+        "code_not_found",
+        "unsupported_test_type",
+        "token_invalid",
+        "token_expired",
+        "certificate_invalid",
+        "hmac_invalid",
+        "csrf_invalid",
+        "key_overlap",
+        "not_found",
+        "revision_token_invalid",
+        "operator_error",
+        "internal",
+    ];
+
     /// The machine-readable code sent to clients.
     pub fn code(&self) -> &'static str {
         match self {
@@ -217,3 +240,52 @@ impl IntoResponse for Error {
 
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One error of each variant.
+    fn one_of_each() -> Vec<Error> {
+        vec![
+            Error::BadJson(String::new()),
+            Error::BodyTooLarge { limit: 1 },
+            Error::InvalidField {
+                field: "f",
+                reason: "r",
+            },
+            Error::Unauthorized,
+            Error::DuplicateUuid,
+            Error::QuotaExceeded { limit: 1 },
+            Error::RateLimited,
+            Error::CodeInvalid,
+            Error::CodeExpired,
+            Error::CodeNotFound,
+            Error::UnsupportedTestType,
+            Error::Token(TokenRejection::Expired),
+            Error::Token(TokenRejection::Signature),
+            Error::Certificate(TokenRejection::Signature),
+            Error::HmacInvalid,
+            Error::Csrf,
+            Error::AuthorityExists(String::new()),
+            Error::AuthorityNotFound(String::new()),
+            Error::Config(String::new()),
+            Error::NotFound,
+            Error::KeyOverlap("k"),
+            Error::RevisionToken,
+            Error::Export(varsel_protocol::Error::TruncatedAdStructure),
+            Error::Storage(sled::Error::Unsupported(String::new())),
+            Error::Io(std::io::Error::other("io")),
+            Error::Corrupt("c"),
+        ]
+    }
+
+    #[test]
+    fn codes_lists_every_code_once() {
+        let returned: std::collections::BTreeSet<_> =
+            one_of_each().iter().map(Error::code).collect();
+        let listed: std::collections::BTreeSet<_> = Error::CODES.into_iter().collect();
+        assert_eq!(listed.len(), Error::CODES.len());
+        assert_eq!(returned, listed);
+    }
+}

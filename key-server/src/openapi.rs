@@ -4,6 +4,8 @@
 
 use serde_json::{Map, Value, json};
 
+use crate::error::Error;
+
 /// The document as pretty JSON with a final newline, as kept in `spec/`.
 pub fn render() -> String {
     let mut text = serde_json::to_string_pretty(&document()).unwrap_or_default();
@@ -158,27 +160,15 @@ fn key_paths() -> Value {
         "droppedKeys": { "type": "array", "items": { "type": "object", "properties": {
             "index": { "type": "integer" }, "code": { "type": "string" } } } },
         "padding": padding } });
-    let mut refused = Map::new();
-    for status in ["400", "413"] {
-        refused.insert(
-            status.to_owned(),
-            json!({ "description": "Refused; see `code`.",
-            "content": { "application/json": {
-                "schema": { "$ref": "#/components/schemas/Error" } } } }),
-        );
-    }
-    refused.insert(
-        "200".to_owned(),
-        json!({ "description": "Stored and on disk.",
-        "content": { "application/json": { "schema": answer } } }),
-    );
+    let stored = json!({ "description": "Stored and on disk.",
+        "content": { "application/json": { "schema": answer } } });
     json!({
         "/v1/publish": { "post": {
             "summary": "A device uploads its keys with a certificate.",
             "parameters": [{ "$ref": "#/components/parameters/chaff" }],
             "requestBody": { "required": true,
                 "content": { "application/json": { "schema": request } } },
-            "responses": refused,
+            "responses": responses_with(stored, &["400", "413"]),
         }},
         "/exports/{path}": { "get": {
             "summary": "The export tree: index.txt (no-cache) and REGION/START-END.zip \
@@ -200,13 +190,17 @@ fn json_body(schema: &str) -> Value {
         "schema": { "$ref": format!("#/components/schemas/{schema}") } } } })
 }
 
+/// A success answering the named schema, and refusals with the given statuses.
 fn responses(schema: &str, errors: &[&str]) -> Value {
+    let success = json!({ "description": "Success.", "content": {
+        "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } } });
+    responses_with(success, errors)
+}
+
+/// The `200` answer `success`, and refusals with the given statuses.
+fn responses_with(success: Value, errors: &[&str]) -> Value {
     let mut all = Map::new();
-    all.insert(
-        "200".to_owned(),
-        json!({ "description": "Success.", "content": {
-        "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } } }),
-    );
+    all.insert("200".to_owned(), success);
     for status in errors {
         all.insert(
             (*status).to_owned(),
@@ -259,10 +253,7 @@ fn components() -> Value {
                 "padding": padding } },
             "Error": { "type": "object", "properties": {
                 "error": { "type": "string" },
-                "code": { "enum": ["bad_request", "body_too_large", "unauthorized",
-                    "uuid_already_exists", "quota_exceeded", "code_invalid", "code_expired",
-                    "code_not_found", "unsupported_test_type", "token_invalid", "token_expired",
-                    "hmac_invalid", "not_found", "internal"] },
+                "code": { "enum": Error::CODES },
                 "padding": padding } },
         },
     })

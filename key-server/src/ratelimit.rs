@@ -29,6 +29,8 @@ struct State {
     clients: HashMap<[u8; 16], Bucket>,
     failures_minute: u64,
     failures: u32,
+    /// When a full table was last scanned for clients to forget.
+    last_scan: Option<u64>,
 }
 
 /// The verification rate limiter.
@@ -70,7 +72,12 @@ impl RateLimiter {
         if !state.clients.contains_key(&key)
             && state.clients.len() >= self.config.max_tracked_clients
         {
-            self.forget_full_buckets(&mut state, now);
+            // A scan finds nothing new within the second of the last one: buckets refill by
+            // the second, and those added since have just spent a token.
+            if state.last_scan != Some(now) {
+                state.last_scan = Some(now);
+                self.forget_full_buckets(&mut state, now);
+            }
             if state.clients.len() >= self.config.max_tracked_clients {
                 return false;
             }
@@ -101,7 +108,7 @@ impl RateLimiter {
 
     /// Clients currently tracked.
     pub fn tracked_clients(&self) -> usize {
-        self.state.lock().map_or(0, |state| state.clients.len())
+        crate::locks::lock(&self.state).clients.len()
     }
 
     fn capacity(&self) -> u64 {
@@ -184,5 +191,20 @@ mod tests {
         assert!(!limiter.admit([1, 0, 0, 3].into(), 0));
         assert!(limiter.admit([1, 0, 0, 3].into(), 3_600));
         assert!(limiter.tracked_clients() <= 2);
+    }
+
+    #[test]
+    fn full_table_is_scanned_once_a_second() {
+        let limiter = limiter(1, 1, 100, 2);
+        assert!(limiter.admit([1, 0, 0, 1].into(), 0));
+        assert!(limiter.admit([1, 0, 0, 2].into(), 0));
+        assert!(!limiter.admit([1, 0, 0, 3].into(), 3_599));
+        assert_eq!(crate::locks::lock(&limiter.state).last_scan, Some(3_599));
+        assert!(!limiter.admit([1, 0, 0, 4].into(), 3_599));
+        // A second later both buckets are full again and the next scan forgets them.
+        assert!(limiter.admit([1, 0, 0, 3].into(), 3_600));
+        assert!(limiter.admit([1, 0, 0, 4].into(), 3_600));
+        assert!(!limiter.admit([1, 0, 0, 5].into(), 3_600));
+        assert_eq!(limiter.tracked_clients(), 2);
     }
 }

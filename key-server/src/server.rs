@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
@@ -17,11 +17,10 @@ use tokio::net::TcpListener;
 use crate::clients::TrustedProxies;
 use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::keyside::KeyService;
 use crate::metrics::{self, Metrics};
 use crate::openapi;
-use crate::padding::padded_json;
 use crate::request::MAX_BODY_BYTES;
 use crate::verification::Verification;
 
@@ -141,8 +140,12 @@ impl KeyServer {
                 let mut ticks = tokio::time::interval(SWEEP_EVERY);
                 loop {
                     ticks.tick().await;
-                    if let Err(error) = verification.sweep() {
-                        tracing::error!(%error, "sweeping expired codes failed");
+                    // The sweep scans whole trees, so it runs off the async workers.
+                    let sweeping = verification.clone();
+                    match tokio::task::spawn_blocking(move || sweeping.sweep()).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(error)) => tracing::error!(%error, "sweeping expired codes failed"),
+                        Err(error) => tracing::error!(%error, "sweeping expired codes panicked"),
                     }
                 }
             })
@@ -194,8 +197,5 @@ async fn openapi_document() -> impl IntoResponse {
 }
 
 async fn not_found() -> Response {
-    padded_json(
-        StatusCode::NOT_FOUND,
-        json!({ "error": "no such route", "code": "not_found" }),
-    )
+    Error::NotFound.into_response()
 }

@@ -21,7 +21,7 @@ use crate::authority::{Authorities, Authority};
 use crate::certificate::{self, CertificateVerifier, Times, TokenClaims};
 use crate::clients::TrustedProxies;
 use crate::clock::SharedClock;
-use crate::codes::{Codes, DailyCounts, Diagnosis, IssuedCodes, Lifetimes, TestType};
+use crate::codes::{self, Codes, DailyCounts, Diagnosis, IssuedCodes, Lifetimes, TestType};
 use crate::config::{Config, VerificationConfig};
 use crate::date::Date;
 use crate::error::{Error, Result, TokenRejection};
@@ -34,7 +34,7 @@ use crate::signing::KeyRing;
 use crate::store::VerificationStore;
 use crate::web;
 
-/// The route paths this module serves, for the OpenAPI document and its test.
+/// The route paths this module serves; a test checks that the OpenAPI document names each.
 pub const ROUTES: [&str; 4] = ["/api/issue", "/api/verify", "/api/certificate", JWKS_PATH];
 /// Where the public keys are published.
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";
@@ -155,15 +155,9 @@ impl Verification {
     /// Storage failures.
     pub fn sweep(&self) -> Result<usize> {
         let now = self.inner.clock.unix_seconds();
-        let mut removed = self.inner.codes.sweep(now)?;
-        for entry in self.inner.tokens.iter() {
-            let (hash, expiry) = entry?;
-            if <[u8; 8]>::try_from(expiry.as_ref()).map_or(0, u64::from_be_bytes) <= now {
-                self.inner.tokens.remove(hash)?;
-                removed += 1;
-            }
-        }
-        Ok(removed)
+        let codes = self.inner.codes.sweep(now)?;
+        let tokens = codes::sweep_expiries(&self.inner.tokens, now)?;
+        Ok(codes + tokens)
     }
 
     pub(crate) fn now(&self) -> u64 {
@@ -192,10 +186,7 @@ impl Verification {
         let diagnosis = request.validate(now)?;
         let config = &self.inner.config;
         let quota = authority.daily_quota.unwrap_or(config.daily_quota);
-        let lifetimes = Lifetimes {
-            short: config.short_code_minutes * 60,
-            long: config.long_code_hours * 3_600,
-        };
+        let lifetimes = Lifetimes::from_config(config);
         let uuid = request.uuid.as_deref();
         let issued =
             self.inner
@@ -408,7 +399,7 @@ async fn issue(
     let authority = service.inner.authorities.authenticate(api_key)?;
     let issued = if chaff {
         request.validate(service.now())?;
-        fake_codes(service.now(), service.config())
+        fake_codes(service.now(), Lifetimes::from_config(service.config()))
     } else {
         service.issue_codes(&authority, &request).await?
     };
@@ -425,25 +416,20 @@ async fn issue(
     ))
 }
 
-/// Codes shaped like real ones that were never stored.
-fn fake_codes(now: u64, config: &VerificationConfig) -> IssuedCodes {
+/// Codes drawn exactly as real ones are, but never stored.
+fn fake_codes(now: u64, lifetimes: Lifetimes) -> IssuedCodes {
     let mut rng = rand::thread_rng();
-    let digits: String = (0..8)
-        .map(|_| char::from(b'0' + rng.gen_range(0..10u8)))
-        .collect();
-    let letters = crate::padding::random_text(&mut rng, 16)
-        .to_ascii_lowercase()
-        .replace(['-', '_'], "x");
+    let (short_expires, long_expires) = lifetimes.expiries(now);
     IssuedCodes {
-        short_code: digits.into(),
-        long_code: letters.into(),
-        short_expires: now + config.short_code_minutes * 60,
-        long_expires: now + config.long_code_hours * 3_600,
+        short_code: codes::short_code(&mut rng),
+        long_code: codes::long_code(&mut rng),
+        short_expires,
+        long_expires,
     }
 }
 
-/// The body of `POST /api/verify`.
-#[derive(Debug, Deserialize)]
+/// The body of `POST /api/verify`; no `Debug`, since it holds a code.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct VerifyRequest {
     code: String,
@@ -527,8 +513,8 @@ fn chaff_diagnosis(now: u64) -> Diagnosis {
     }
 }
 
-/// The body of `POST /api/certificate`.
-#[derive(Debug, Deserialize)]
+/// The body of `POST /api/certificate`; no `Debug`, since it holds a token.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CertificateRequest {
     token: String,
@@ -576,4 +562,36 @@ async fn exchange(service: &Verification, request: &CertificateRequest) -> Resul
 
 async fn jwks(State(service): State<Verification>) -> Json<serde_json::Value> {
     Json(service.inner.ring.jwks())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIFETIMES: Lifetimes = Lifetimes {
+        short: 900,
+        long: 86_400,
+    };
+
+    #[test]
+    fn chaff_codes_are_drawn_like_real_ones() {
+        let mut long_chars = std::collections::HashMap::<char, usize>::new();
+        for _ in 0..1_000 {
+            let fake = fake_codes(1_000, LIFETIMES);
+            assert!(codes::is_short_code(&fake.short_code));
+            assert!(codes::is_long_code(&fake.long_code));
+            assert_eq!((fake.short_expires, fake.long_expires), (1_900, 87_400));
+            for c in fake.long_code.chars() {
+                *long_chars.entry(c).or_default() += 1;
+            }
+        }
+        // 16,000 uniform draws of 36 symbols: each about 444 times, none near the 750 that
+        // a symbol standing in for three others of 64 would get.
+        assert_eq!(long_chars.len(), 36);
+        assert!(
+            long_chars
+                .values()
+                .all(|&count| (300..600).contains(&count))
+        );
+    }
 }
