@@ -358,10 +358,9 @@ fn index_of_a_million() {
             .map(|day| stored_key(&mut rng, upload, day))
             .collect();
         let certificate = CertificateHash::of(&format!("certificate {upload}"));
-        let hour = records[0].upload_hour;
-        keys.upload()
-            .commit(&records, &certificate, 0, hour)
-            .unwrap();
+        let upload = keys.upload();
+        let hour = upload.hour_for(records[0].upload_hour);
+        upload.commit(&records, &certificate, 0, hour).unwrap();
     }
     let stored = keys.len();
     let written = started.elapsed();

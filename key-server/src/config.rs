@@ -169,6 +169,11 @@ impl Config {
     pub fn verification_dir(&self) -> PathBuf {
         self.server.data_dir.join("verification")
     }
+
+    /// The directory of the key side's database.
+    pub fn keys_dir(&self) -> PathBuf {
+        self.server.data_dir.join("keys")
+    }
 }
 
 /// Sets `SECTION__FIELD` (any depth) in `table` to `value`.

@@ -89,20 +89,18 @@ pub fn build_window(
     }
     let rng = &mut rand::thread_rng();
     let mut keys = pad(keys, policy.min_keys, policy.padding_jitter, rng);
+    // Sorted before the split, not only inside each file (as `write_archive` does): padding
+    // appends the fake keys, so unsorted, the last files would hold only fakes.
     keys.sort_unstable_by_key(|key| key.key);
-    let mut revised_keys = pad(
+    // `write_archive` sorts the revised keys, which all go in the first file.
+    let revised_keys = pad(
         revised_keys,
         policy.min_revised_keys,
         policy.padding_jitter,
         rng,
     );
-    revised_keys.sort_unstable_by_key(|key| key.key);
 
-    let per_file = policy.max_keys_per_file.max(1);
-    let mut chunks: Vec<Vec<ExportKey>> = keys.chunks(per_file).map(<[_]>::to_vec).collect();
-    if chunks.is_empty() {
-        chunks.push(Vec::new());
-    }
+    let chunks = split(keys, policy.max_keys_per_file.max(1));
     let mut revised = Some(revised_keys);
     let exports: Vec<Export> = (0u64..)
         .zip(chunks)
@@ -132,6 +130,19 @@ pub fn build_window(
             })
         })
         .collect()
+}
+
+/// Splits `keys` into runs of `per_file` (the last one shorter), in order, moving each key
+/// once; no keys make one empty run.
+fn split(mut keys: Vec<ExportKey>, per_file: usize) -> Vec<Vec<ExportKey>> {
+    let mut runs = Vec::with_capacity(keys.len().div_ceil(per_file).max(1));
+    while keys.len() > per_file {
+        let last = (keys.len() - 1) / per_file * per_file;
+        runs.push(keys.split_off(last));
+    }
+    runs.push(keys);
+    runs.reverse();
+    runs
 }
 
 /// Adds fake keys, each a copy of a random real one with random key bytes, until there are at
@@ -495,6 +506,41 @@ mod tests {
                 (1, 1)
             );
         }
+    }
+
+    #[test]
+    fn splitting_keeps_order_and_runs() {
+        for count in [0u8, 1, 9, 10, 11, 20, 25] {
+            let keys: Vec<ExportKey> = (0..count).map(key).collect();
+            let expected: Vec<Vec<ExportKey>> = keys.chunks(10).map(<[_]>::to_vec).collect();
+            let runs = split(keys.clone(), 10);
+            if count == 0 {
+                assert_eq!(runs, [Vec::new()], "no keys, one empty run");
+            } else {
+                assert_eq!(runs, expected, "{count} keys");
+            }
+            assert_eq!(split(keys.clone(), 1).len(), keys.len().max(1));
+        }
+    }
+
+    #[test]
+    fn split_files_hold_consecutive_runs_of_sorted_keys() {
+        let policy = ExportPolicy {
+            min_keys: 25,
+            padding_jitter: 0,
+            max_keys_per_file: 10,
+            ..ExportPolicy::default()
+        };
+        let files = build_window(WINDOW, vec![key(1)], Vec::new(), &policy, &[signer()]).unwrap();
+        let keys: Vec<DiagnosisKey> = files
+            .iter()
+            .flat_map(|file| {
+                let archive = ExportArchive::read(&file.bytes, &ExportLimits::default()).unwrap();
+                archive.export.keys.into_iter().map(|k| k.key)
+            })
+            .collect();
+        assert_eq!(keys.len(), 25);
+        assert!(keys.windows(2).all(|pair| pair[0] < pair[1]));
     }
 
     #[test]

@@ -23,6 +23,7 @@ use varsel_protocol::keys::DiagnosisKey;
 use crate::certificate::CertificateVerifier;
 use crate::clock::SharedClock;
 use crate::config::Config;
+use crate::date::DAY_SECONDS;
 use crate::durability::GroupCommit;
 use crate::error::{Error, Result};
 use crate::exports::{ExportPolicy, ExportTree, INDEX_FILE, parse_file_path};
@@ -32,6 +33,7 @@ use crate::published::PublishedKeys;
 use crate::request::{Chaff, read_limited};
 use crate::revision::{RevisionClaims, RevisionKey};
 use crate::signing::KeyRing;
+use crate::store::{dump_db, open_db};
 use crate::worker::{ExportWorker, RunSummary, Schedule};
 
 /// Settings of the publish route.
@@ -143,9 +145,7 @@ impl KeyService {
         clock: SharedClock,
         verifier: Option<CertificateVerifier>,
     ) -> Result<Self> {
-        let directory = config.server.data_dir.join("keys");
-        std::fs::create_dir_all(&directory)?;
-        let db = sled::Config::new().path(&directory).open()?;
+        let db = open_db(&config.keys_dir())?;
         Self::with_db(db, config, clock, verifier)
     }
 
@@ -181,7 +181,7 @@ impl KeyService {
                 .clone()
                 .unwrap_or_else(|| config.server.data_dir.join("exports")),
         )?;
-        let ring = KeyRing::open(db.open_tree("export_signing_keys")?, clock.unix_seconds())?;
+        let ring = KeyRing::open(db.open_tree("export_signing_keys")?, now)?;
         let worker = ExportWorker {
             keys,
             state: db.open_tree("export_state")?,
@@ -262,16 +262,7 @@ impl KeyService {
 
     /// Every tree's name and contents, for tests that check what is stored.
     pub fn dump(&self) -> Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> {
-        let mut all = Vec::new();
-        for name in self.inner.db.tree_names() {
-            let Ok(tree) = self.inner.db.open_tree(&name) else {
-                continue;
-            };
-            for (key, value) in tree.iter().flatten() {
-                all.push((name.to_vec(), key.to_vec(), value.to_vec()));
-            }
-        }
-        all
+        dump_db(&self.inner.db)
     }
 }
 
@@ -290,7 +281,7 @@ fn policy(config: &ExportConfig) -> ExportPolicy {
         min_keys: config.min_keys,
         padding_jitter: config.padding_jitter,
         min_revised_keys: config.min_revised_keys,
-        max_keys_per_file: config.max_keys_per_file.max(1),
+        max_keys_per_file: config.max_keys_per_file,
         compression: if config.stored {
             Compression::Stored
         } else {
@@ -310,7 +301,7 @@ fn schedule(config: &ExportConfig) -> Result<Schedule> {
     Ok(Schedule {
         window_seconds: config.window_minutes * 60,
         min_window_age_seconds: config.min_window_age_minutes * 60,
-        retention_seconds: config.retention_days * 86_400,
+        retention_seconds: config.retention_days * DAY_SECONDS,
     })
 }
 
@@ -474,9 +465,7 @@ impl KeyService {
 ///
 /// Storage failures, and an unknown or active key to retire.
 pub fn export_keys(config: &Config, now: u64, action: ExportKeyAction) -> Result<String> {
-    let directory = config.server.data_dir.join("keys");
-    std::fs::create_dir_all(&directory)?;
-    let db = sled::Config::new().path(&directory).open()?;
+    let db = open_db(&config.keys_dir())?;
     let mut ring = KeyRing::open(db.open_tree("export_signing_keys")?, now)?;
     match action {
         ExportKeyAction::List => {}

@@ -14,7 +14,9 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use varsel_protocol::export::{ExportKey, ReportType};
-use varsel_protocol::interval::{EK_ROLLING_PERIOD, EnIntervalNumber, INTERVAL_SECONDS};
+use varsel_protocol::interval::{
+    EK_ROLLING_PERIOD, EnIntervalNumber, INTERVAL_SECONDS, RollingWindow,
+};
 use varsel_protocol::keys::DiagnosisKey;
 use varsel_protocol::tekmac::{HmacKey, UploadKey};
 
@@ -151,6 +153,8 @@ pub struct Publisher {
 struct Candidate {
     index: usize,
     upload: UploadKey,
+    /// The key's validity, its period checked.
+    window: RollingWindow,
 }
 
 impl Publisher {
@@ -191,6 +195,9 @@ impl Publisher {
             certificate: &certificate,
             revision: revision.as_ref(),
             now,
+            // A clock past the last interval number (in the year 83,000) reads as that one.
+            current: EnIntervalNumber::from_unix_seconds(now)
+                .unwrap_or(EnIntervalNumber::new(u32::MAX)),
             upload_hour: upload.hour_for(now),
         };
         let plan = plan(&upload, &candidates, &rules)?;
@@ -237,7 +244,7 @@ fn plan(stored: &Upload<'_>, candidates: &[Candidate], rules: &Rules<'_>) -> Res
     let mut plan = Plan::default();
     for candidate in candidates {
         let upload = &candidate.upload;
-        match rules.decide(upload, stored.get(&upload.key)?)? {
+        match rules.decide(candidate, stored.get(&upload.key)?)? {
             Decision::Drop(reason) => {
                 plan.dropped.push((candidate.index, reason));
                 continue;
@@ -254,7 +261,10 @@ fn plan(stored: &Upload<'_>, candidates: &[Candidate], rules: &Rules<'_>) -> Res
 struct Rules<'a> {
     certificate: &'a VerifiedCertificate,
     revision: Option<&'a RevisionClaims>,
+    /// The upload's time, in Unix seconds.
     now: u64,
+    /// The interval `now` lies in.
+    current: EnIntervalNumber,
     upload_hour: u64,
 }
 
@@ -269,22 +279,23 @@ enum Decision {
 }
 
 impl Rules<'_> {
-    /// Applies the age, onset and revision rules to `upload`, stored as `existing` if at all.
-    fn decide(&self, upload: &UploadKey, existing: Option<StoredKey>) -> Result<Decision> {
-        let current = EnIntervalNumber::new((self.now / INTERVAL_SECONDS) as u32);
-        if let Err(reason) = check_age(upload, current) {
+    /// Applies the age, onset and revision rules to `candidate`, stored as `existing` if at
+    /// all.
+    fn decide(&self, candidate: &Candidate, existing: Option<StoredKey>) -> Result<Decision> {
+        let (upload, window) = (&candidate.upload, candidate.window);
+        if let Err(reason) = check_age(window, self.current) {
             return Ok(Decision::Drop(reason));
         }
         let certificate = self.certificate;
-        let days = days_since_onset(upload.rolling_start, certificate.symptom_onset);
+        let days = days_since_onset(window.start(), certificate.symptom_onset);
         if days.is_some_and(|days| days.abs() > MAX_DAYS_FROM_ONSET) {
             return Ok(Decision::Drop(DropReason::FarFromOnset));
         }
         let key = ExportKey {
             key: upload.key,
             transmission_risk_level: i32::from(upload.transmission_risk),
-            rolling_start: upload.rolling_start,
-            rolling_period: upload.rolling_period,
+            rolling_start: window.start(),
+            rolling_period: window.period(),
             report_type: Some(certificate.report_type),
             days_since_onset_of_symptoms: days,
         };
@@ -294,7 +305,7 @@ impl Rules<'_> {
             None if certificate.report_type == ReportType::Revoked => {
                 Decision::Drop(DropReason::RevisionNotAllowed)
             }
-            None => Decision::Store(new_record(key, upload_hour, self.now)),
+            None => Decision::Store(new_record(key, window, upload_hour, self.now)),
             Some(existing) if same_upload(&existing, &key) => Decision::Unchanged,
             Some(existing) => {
                 match revise(
@@ -341,12 +352,13 @@ fn parse_keys(keys: &[KeyJson]) -> Result<Vec<Candidate>> {
                 field: "key",
                 reason: "must be base64 of 16 bytes",
             })?;
-            if !(1..=EK_ROLLING_PERIOD).contains(&key.rolling_period) {
-                return Err(Error::InvalidField {
+            let rolling_start = EnIntervalNumber::new(key.rolling_start_number);
+            let window = RollingWindow::new(rolling_start, key.rolling_period).map_err(|_| {
+                Error::InvalidField {
                     field: "rollingPeriod",
                     reason: "must be 1-144",
-                });
-            }
+                }
+            })?;
             let risk = u8::try_from(key.transmission_risk)
                 .ok()
                 .filter(|risk| *risk <= 8);
@@ -358,10 +370,11 @@ fn parse_keys(keys: &[KeyJson]) -> Result<Vec<Candidate>> {
                 index,
                 upload: UploadKey {
                     key: DiagnosisKey::from_slice(&bytes).map_err(|_| Error::Corrupt("key"))?,
-                    rolling_start: EnIntervalNumber::new(key.rolling_start_number),
+                    rolling_start,
                     rolling_period: key.rolling_period,
                     transmission_risk: risk,
                 },
+                window,
             })
         })
         .collect()
@@ -372,8 +385,8 @@ fn parse_keys(keys: &[KeyJson]) -> Result<Vec<Candidate>> {
 fn check_overlaps(candidates: &[Candidate]) -> Result<()> {
     let mut by_start: BTreeMap<u32, (usize, u64)> = BTreeMap::new();
     for candidate in candidates {
-        let start = candidate.upload.rolling_start.value();
-        let end = u64::from(start) + u64::from(candidate.upload.rolling_period);
+        let start = candidate.window.start().value();
+        let end = candidate.window.end_exclusive();
         let entry = by_start.entry(start).or_insert((0, end));
         entry.0 += 1;
         entry.1 = entry.1.max(end);
@@ -401,13 +414,13 @@ fn check_overlaps(candidates: &[Candidate]) -> Result<()> {
 }
 
 /// A key from the future, or one whose validity ended more than 15 days ago, is dropped.
-fn check_age(upload: &UploadKey, current: EnIntervalNumber) -> Result<(), DropReason> {
-    if upload.rolling_start > current {
+fn check_age(window: RollingWindow, current: EnIntervalNumber) -> Result<(), DropReason> {
+    if window.start() > current {
         return Err(DropReason::FromTheFuture);
     }
-    let end = u64::from(upload.rolling_start.value()) + u64::from(upload.rolling_period);
-    let oldest = u64::from(current.value()).saturating_sub(u64::from(MAX_KEY_AGE_DAYS * 144));
-    if end <= oldest {
+    let max_age = u64::from(MAX_KEY_AGE_DAYS) * u64::from(EK_ROLLING_PERIOD);
+    let oldest = u64::from(current.value()).saturating_sub(max_age);
+    if window.end_exclusive() <= oldest {
         return Err(DropReason::TooOld);
     }
     Ok(())
@@ -422,9 +435,8 @@ fn days_since_onset(start: EnIntervalNumber, onset: Option<EnIntervalNumber>) ->
 
 /// A new key's record: released at its upload hour, or two hours after it expires if it is
 /// still valid.
-fn new_record(key: ExportKey, upload_hour: u64, now: u64) -> StoredKey {
-    let expires =
-        (u64::from(key.rolling_start.value()) + u64::from(key.rolling_period)) * INTERVAL_SECONDS;
+fn new_record(key: ExportKey, window: RollingWindow, upload_hour: u64, now: u64) -> StoredKey {
+    let expires = window.end_exclusive() * INTERVAL_SECONDS;
     let release_at = if expires > now {
         expires + EMBARGO_SECONDS
     } else {
@@ -470,14 +482,16 @@ mod tests {
     use super::*;
 
     fn candidate(index: usize, start: u32, period: u32) -> Candidate {
+        let rolling_start = EnIntervalNumber::new(start);
         Candidate {
             index,
             upload: UploadKey {
                 key: DiagnosisKey::from_bytes([index as u8; 16]),
-                rolling_start: EnIntervalNumber::new(start),
+                rolling_start,
                 rolling_period: period,
                 transmission_risk: 0,
             },
+            window: RollingWindow::new(rolling_start, period).unwrap(),
         }
     }
 
@@ -507,14 +521,14 @@ mod tests {
     #[test]
     fn age_limits() {
         let now = EnIntervalNumber::new(144 * 100 + 5);
-        let today = candidate(0, 144 * 100, 144).upload;
-        assert_eq!(check_age(&today, now), Ok(()));
-        let tomorrow = candidate(0, 144 * 101, 144).upload;
-        assert_eq!(check_age(&tomorrow, now), Err(DropReason::FromTheFuture));
-        let fifteen_days = candidate(0, 144 * 85, 144).upload;
-        assert_eq!(check_age(&fifteen_days, now), Ok(()));
-        let sixteen_days = candidate(0, 144 * 84, 144).upload;
-        assert_eq!(check_age(&sixteen_days, now), Err(DropReason::TooOld));
+        let today = candidate(0, 144 * 100, 144).window;
+        assert_eq!(check_age(today, now), Ok(()));
+        let tomorrow = candidate(0, 144 * 101, 144).window;
+        assert_eq!(check_age(tomorrow, now), Err(DropReason::FromTheFuture));
+        let fifteen_days = candidate(0, 144 * 85, 144).window;
+        assert_eq!(check_age(fifteen_days, now), Ok(()));
+        let sixteen_days = candidate(0, 144 * 84, 144).window;
+        assert_eq!(check_age(sixteen_days, now), Err(DropReason::TooOld));
     }
 
     #[test]
@@ -542,9 +556,10 @@ mod tests {
             days_since_onset_of_symptoms: None,
         };
         let expires = 144 * 101 * 600;
-        let during = new_record(key, expires - 3_600, expires - 1_800);
+        let window = RollingWindow::full_day(key.rolling_start);
+        let during = new_record(key, window, expires - 3_600, expires - 1_800);
         assert_eq!(during.release_at, expires + EMBARGO_SECONDS);
-        let after = new_record(key, expires + 3_600, expires + 4_000);
+        let after = new_record(key, window, expires + 3_600, expires + 4_000);
         assert_eq!(after.release_at, expires + 3_600);
     }
 }

@@ -513,9 +513,9 @@ impl Upload<'_> {
     }
 
     /// Stores new and revised records, and marks the certificate (accepted until `expires`)
-    /// used, as one entry filed under `hour` (from [`hour_for`](Self::hour_for)). The
-    /// certificate is remembered until the end of the hour it expires in. The index changes
-    /// only once the entry is written.
+    /// used, as one entry filed under `hour`, which must come from this upload's
+    /// [`hour_for`](Self::hour_for). The certificate is remembered until the end of the hour
+    /// it expires in. The index changes only once the entry is written.
     ///
     /// # Errors
     ///
@@ -527,10 +527,11 @@ impl Upload<'_> {
         expires: u64,
         hour: u64,
     ) -> Result<()> {
+        debug_assert_eq!(hour, self.hour_for(hour), "an hour not from hour_for");
         let entry = UploadEntry {
             certificate_hash: *certificate,
             expires: expires.div_ceil(HOUR_SECONDS) * HOUR_SECONDS,
-            hour: self.hour_for(hour),
+            hour,
             records: records.to_vec(),
         };
         let sequence = self.index.next_upload;
@@ -942,9 +943,12 @@ mod tests {
         db.open_tree("keys").unwrap()
     }
 
-    fn write(keys: &PublishedKeys, records: &[StoredKey], certificate: u8, hour: u64) {
-        let expires = hour + 2 * HOUR;
-        keys.upload()
+    /// Commits `records` as an upload arriving at `at`.
+    fn write(keys: &PublishedKeys, records: &[StoredKey], certificate: u8, at: u64) {
+        let expires = at + 2 * HOUR;
+        let upload = keys.upload();
+        let hour = upload.hour_for(at);
+        upload
             .commit(records, &CertificateHash([certificate; 32]), expires, hour)
             .unwrap();
     }

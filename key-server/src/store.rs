@@ -1,5 +1,6 @@
 //! The verification side's sled database and the names of its trees. The key side keeps its own
-//! database, so the two can run in separate processes on separate disks.
+//! database, so the two can run in separate processes on separate disks; both open and dump
+//! theirs through the helpers here.
 
 use std::path::Path;
 
@@ -22,9 +23,7 @@ impl VerificationStore {
     ///
     /// Storage failures, including another process holding the database.
     pub fn open(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        let db = sled::Config::new().path(dir).open()?;
-        Ok(Self { db })
+        Ok(Self { db: open_db(dir)? })
     }
 
     /// A database that lives in memory and a temporary file, for tests and benchmarks.
@@ -96,17 +95,33 @@ impl VerificationStore {
 
     /// Every tree's name and contents, for tests that check nothing is stored in clear.
     pub fn dump(&self) -> Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> {
-        let mut all = Vec::new();
-        for name in self.db.tree_names() {
-            let Ok(tree) = self.db.open_tree(&name) else {
-                continue;
-            };
-            for (key, value) in tree.iter().flatten() {
-                all.push((name.to_vec(), key.to_vec(), value.to_vec()));
-            }
-        }
-        all
+        dump_db(&self.db)
     }
+}
+
+/// Opens (or creates) a sled database in `dir`, creating the directory first.
+///
+/// # Errors
+///
+/// Storage failures, including another process holding the database.
+pub(crate) fn open_db(dir: &Path) -> Result<sled::Db> {
+    std::fs::create_dir_all(dir)?;
+    Ok(sled::Config::new().path(dir).open()?)
+}
+
+/// Every tree's name and every entry in it, as `(tree, key, value)`; entries that cannot be
+/// read are left out.
+pub(crate) fn dump_db(db: &sled::Db) -> Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> {
+    let mut all = Vec::new();
+    for name in db.tree_names() {
+        let Ok(tree) = db.open_tree(&name) else {
+            continue;
+        };
+        for (key, value) in tree.iter().flatten() {
+            all.push((name.to_vec(), key.to_vec(), value.to_vec()));
+        }
+    }
+    all
 }
 
 /// Waits until every change to `tree`'s database is on disk, without blocking the runtime.

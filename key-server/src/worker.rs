@@ -18,22 +18,12 @@ const NEXT_WINDOW: &[u8] = b"next_window_start";
 /// When windows close and how long things live.
 #[derive(Clone, Debug)]
 pub struct Schedule {
-    /// Length of a window, in seconds (default one hour).
+    /// Length of a window, in seconds; above zero.
     pub window_seconds: u64,
     /// A window is exported only once it ended at least this long ago, in seconds.
     pub min_window_age_seconds: u64,
-    /// Keys and files older than this are deleted, in seconds (default 14 days).
+    /// Keys and files older than this are deleted, in seconds.
     pub retention_seconds: u64,
-}
-
-impl Default for Schedule {
-    fn default() -> Self {
-        Self {
-            window_seconds: 3_600,
-            min_window_age_seconds: 2 * 3_600,
-            retention_seconds: 14 * 86_400,
-        }
-    }
 }
 
 /// What one run did.
@@ -88,12 +78,14 @@ impl ExportWorker {
         }
         failures.note(self.export_due_windows(now, &mut summary));
         failures.note(self.apply_key_retention(now, &mut summary));
-        let expired = failures.note(self.expire_files(now, &mut summary));
+
         // Expired files leave the index before they leave the disk, so that no reader of the
-        // index finds a listed file missing.
-        self.tree.write_index(&self.live_files()?)?;
-        for path in expired.iter().flatten() {
-            self.tree.remove_file(path)?;
+        // index finds a listed file missing; without a new index, none leaves the disk.
+        let files = self.files(now, &mut failures);
+        if let Some(files) = failures.note(files)
+            && failures.note(self.tree.write_index(&files.live)).is_some()
+        {
+            summary.files_deleted = self.remove_expired(&files.expired, &mut failures);
         }
         failures.into_result(summary)
     }
@@ -117,7 +109,7 @@ impl ExportWorker {
     }
 
     fn export_due_windows(&self, now: u64, summary: &mut RunSummary) -> Result<()> {
-        let length = self.schedule.window_seconds.max(1);
+        let length = self.schedule.window_seconds;
         let latest_end = now.saturating_sub(self.schedule.min_window_age_seconds);
         let mut start = self.next_window_start()?;
         // Jump from one window that holds anything to the next; empty windows write nothing.
@@ -168,49 +160,55 @@ impl ExportWorker {
         Ok(())
     }
 
-    /// Forgets files past retention; returns them, to delete from disk.
-    fn expire_files(&self, now: u64, summary: &mut RunSummary) -> Result<Vec<String>> {
+    /// The files in the state, split by retention: live ones oldest window first, for the
+    /// index, and expired ones, to delete. A file whose window end cannot be read stays live,
+    /// since nothing is deleted that cannot be dated.
+    fn files(&self, now: u64, failures: &mut Failures) -> Result<Files> {
         let cutoff = now.saturating_sub(self.schedule.retention_seconds);
+        let mut live = Vec::new();
         let mut expired = Vec::new();
         for entry in self.state.scan_prefix(b"f") {
             let (key, end) = entry?;
-            let end: [u8; 8] = end
-                .as_ref()
-                .try_into()
-                .map_err(|_| Error::Corrupt("export state"))?;
-            if u64::from_be_bytes(end) < cutoff {
-                expired.push(String::from_utf8_lossy(&key[1..]).into_owned());
-                self.state.remove(key)?;
+            let path = String::from_utf8_lossy(&key[1..]).into_owned();
+            if failures
+                .note(decode_seconds(&end))
+                .is_some_and(|end| end < cutoff)
+            {
+                expired.push(path);
+            } else if let Some((_, start, end)) = parse_file_path(&path) {
+                live.push((start, end, path));
             }
         }
-        summary.files_deleted = expired.len();
-        Ok(expired)
+        live.sort();
+        let live = live.into_iter().map(|(_, _, path)| path).collect();
+        Ok(Files { live, expired })
     }
 
-    /// Live files, oldest window first.
-    fn live_files(&self) -> Result<Vec<String>> {
-        let mut files = Vec::new();
-        for entry in self.state.scan_prefix(b"f") {
-            let (key, _) = entry?;
-            let path = String::from_utf8_lossy(&key[1..]).into_owned();
-            if let Some((_, start, end)) = parse_file_path(&path) {
-                files.push((start, end, path));
+    /// Deletes expired files from disk, forgetting each only once it is gone, so that a file
+    /// that could not be deleted is tried again on the next run. Returns how many went.
+    fn remove_expired(&self, expired: &[String], failures: &mut Failures) -> usize {
+        let mut removed = 0;
+        for path in expired {
+            let gone = self
+                .tree
+                .remove_file(path)
+                .and_then(|()| self.forget_file(path));
+            if failures.note(gone).is_some() {
+                removed += 1;
             }
         }
-        files.sort();
-        Ok(files.into_iter().map(|(_, _, path)| path).collect())
+        removed
+    }
+
+    fn forget_file(&self, path: &str) -> Result<()> {
+        self.state.remove(file_key(path))?;
+        Ok(())
     }
 
     fn next_window_start(&self) -> Result<u64> {
-        Ok(match self.state.get(NEXT_WINDOW)? {
-            Some(bytes) => u64::from_be_bytes(
-                bytes
-                    .as_ref()
-                    .try_into()
-                    .map_err(|_| Error::Corrupt("export state"))?,
-            ),
-            None => 0,
-        })
+        self.state
+            .get(NEXT_WINDOW)?
+            .map_or(Ok(0), |bytes| decode_seconds(&bytes))
     }
 
     fn set_next_window_start(&self, start: u64) -> Result<()> {
@@ -218,6 +216,15 @@ impl ExportWorker {
         self.state.flush()?;
         Ok(())
     }
+}
+
+/// The export files the worker's state knows, by retention.
+#[derive(Debug, Default)]
+struct Files {
+    /// Paths to list in the index, oldest window first.
+    live: Vec<String>,
+    /// Paths past retention, to delete.
+    expired: Vec<String>,
 }
 
 /// The first failure of a run, returned once every step has had its turn; later ones are
@@ -256,6 +263,14 @@ fn log_run(summary: &RunSummary) {
             "exported"
         );
     }
+}
+
+/// A time in the worker's state: Unix seconds, big-endian.
+fn decode_seconds(bytes: &[u8]) -> Result<u64> {
+    let seconds: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| Error::Corrupt("export state"))?;
+    Ok(u64::from_be_bytes(seconds))
 }
 
 fn file_key(path: &str) -> Vec<u8> {

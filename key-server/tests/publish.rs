@@ -628,6 +628,57 @@ async fn a_failed_export_stops_neither_retention_nor_the_index() {
     server.stop().await;
 }
 
+#[tokio::test]
+async fn an_expired_file_leaves_the_index_first_and_the_disk_once_it_can() {
+    let server = TestServer::start().await;
+    let api_key = server.authority("Lab", None);
+    let upload = certify(&server, &api_key, "confirmed", None, past_keys(2)).await;
+    assert_eq!(publish(&server, &upload).await.status, 200);
+    exported_after(&server, Duration::from_secs(3 * HOUR)).await;
+    let path = file_path("XX", start_time(), start_time() + HOUR);
+    let on_disk = server.keys.tree().root().join(&path);
+    assert!(on_disk.is_file());
+
+    // While the index cannot be rewritten, the expired file stays listed and on disk.
+    let index_blocker = server.keys.tree().root().join("index.partial");
+    std::fs::create_dir(&index_blocker).unwrap();
+    std::fs::write(index_blocker.join("stuck"), b"x").unwrap();
+    server.clock.advance(Duration::from_secs(14 * DAY));
+    assert!(
+        server.keys.export_now().is_err(),
+        "the index cannot be written"
+    );
+    assert_eq!(
+        server.get("/exports/index.txt").await.text(),
+        format!("{path}\n")
+    );
+    assert!(on_disk.is_file());
+    std::fs::remove_dir_all(&index_blocker).unwrap();
+
+    // A non-empty directory in the file's place cannot be removed as a file.
+    std::fs::remove_file(&on_disk).unwrap();
+    std::fs::create_dir(&on_disk).unwrap();
+    std::fs::write(on_disk.join("stuck"), b"x").unwrap();
+    assert!(server.keys.export_now().is_err(), "the file cannot go");
+    assert_eq!(
+        server.get("/exports/index.txt").await.text(),
+        "",
+        "it left the index all the same"
+    );
+    assert!(on_disk.exists());
+
+    // Once the way is clear, the next run deletes what is there, and then forgets the file.
+    std::fs::remove_dir_all(&on_disk).unwrap();
+    std::fs::write(&on_disk, b"left behind").unwrap();
+    let summary = server.keys.export_now().unwrap();
+    assert_eq!(summary.files_deleted, 1);
+    assert!(!on_disk.exists());
+    assert!(server.keys.tree().zip_files().unwrap().is_empty());
+    assert_eq!(server.keys.export_now().unwrap().files_deleted, 0);
+    assert_eq!(server.get("/exports/index.txt").await.text(), "");
+    server.stop().await;
+}
+
 /// The kinds of key-holding entries in the key side's `keys` tree: `u` for an upload, `h` for
 /// an hour part.
 fn key_entries(server: &TestServer) -> String {
