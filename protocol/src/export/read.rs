@@ -170,9 +170,9 @@ pub(crate) fn check_size(what: &'static str, actual: usize, limit: usize) -> Res
 
 /// Parses an `export.bin`: its 16-byte header, then the protobuf message (§6.1, §6.2).
 ///
-/// The message is decoded in one pass over the bytes, not through a protobuf message, validating each
-/// key and counting keys and signature infos against `limits` as they are met, so a hostile file
-/// costs no more memory than `limits` allow.
+/// The message is decoded in one pass over the bytes, without building a protobuf message
+/// first: each key is validated, and keys and signature infos are counted against `limits` as
+/// they are met, so what a hostile file can make it hold is bounded by `limits`.
 ///
 /// # Errors
 ///
